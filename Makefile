@@ -1,0 +1,28 @@
+# Set-up is implicit: every target below creates .venv and installs nasrobust on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# torch/torchvision pinned to the builds on the team's machines (pip takes them from local disk).
+TORCH   = torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup test test-fast study clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Every test, the slow ones included (this is what CI runs).
+test: setup
+	$(BIN)/python -m pytest
+
+# Unit tests only (seconds to a few minutes).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""The ``nasrobust`` command line; one module per command family."""
