@@ -19,6 +19,12 @@ __version__ = "0.1.0"
 # name -> module that defines it; imported lazily (these modules import torch).
 _LAZY = {
     "ImageClassifier": "nasrobust.models",
+    "open_results": "nasrobust.store",
+    "ResultStore": "nasrobust.store",
+    "Protocol": "nasrobust.records",
+    "Record": "nasrobust.records",
+    "ResultKey": "nasrobust.records",
+    "WorkUnit": "nasrobust.records",
 }
 
 
