@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except NasRobustError as exc:
         print(f"nasrobust {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"nasrobust {args.command}: interrupted; finished work is kept, rerun to continue", file=sys.stderr)
         return 130
