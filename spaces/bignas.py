@@ -56,6 +56,15 @@ supernet slices its max-size weights into exactly these modules):
 
 * ``stem``: ``conv`` (k x k, stride 2, no bias), ``bn``, ``act`` and ``pool`` (3x3/2 max-pool,
   torchvision's). The small variants use stride 1 and have no ``pool``.
+
+Small variants (``bignas-small``, ``bignas-r50-small``) keep every choice list of their large
+space except two: resolutions {24, 28, 32} (MNIST, CIFAR) and **every width divided by 8**
+(e.g. stem 4/6/8, stage 4 32..96). Without down-sampling in the stem the feature maps are 16x
+larger than at ImageNet scale, and full widths would make the largest subnet 5.3 GMACs at 32 px,
+far beyond the CPU budget of a study (supernet training plus 100+ subnets scored on every suite
+in 30 minutes on 2 cores); at 1/8 width the largest costs ~0.1 GMACs, like the narrow ResNets
+used on MNIST/CIFAR. Their middle width is ``ceil(width * expand)``: rounding to multiples of 8
+would merge expand ratios at these widths.
 * ``stages[i][j]``: block j of stage i. Basic: ``conv1`` (k, stride s) ``bn1`` ``conv2`` (k) ``bn2``.
   Bottleneck: ``conv1`` (1x1) ``bn1`` ``conv2`` (k, stride s) ``bn2`` ``conv3`` (1x1) ``bn3``
   (torchvision's ResNet v1.5). ``shortcut`` is ``Sequential(conv 1x1/s, bn)`` when the shape
@@ -84,6 +93,8 @@ from nasrobust.space import SearchSpace, register_space
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
+
+    from nasrobust.supernet import Supernet
 
 __all__ = [
     "BigNASChoices",
@@ -143,6 +154,8 @@ def _span(lo: int, hi: int, step: int) -> tuple[int, ...]:
 RESOLUTIONS = _span(128, 224, 4)
 #: Input sizes of the small-input variants (MNIST 28 px, CIFAR 32 px).
 SMALL_RESOLUTIONS = (24, 28, 32)
+#: The small variants divide every width by this (see "Small variants" in the module docstring).
+SMALL_WIDTH_DIVISOR = 8
 STEM_KERNELS = (3, 5, 7)
 #: UP fixes stage kernels at 3; 5 is this space's one extension (see the module docstring).
 STAGE_KERNELS = (3, 5)
@@ -169,6 +182,23 @@ BOTTLENECK_CHOICES = BigNASChoices(
         )
     ),
 )
+
+
+def small_choices(choices: BigNASChoices) -> BigNASChoices:
+    """The small-input variant of a choice list: every width / SMALL_WIDTH_DIVISOR, 24-32 px inputs."""
+    shrink = lambda widths: tuple(w // SMALL_WIDTH_DIVISOR for w in widths)  # noqa: E731
+    return replace(
+        choices,
+        resolutions=SMALL_RESOLUTIONS,
+        stem_widths=shrink(choices.stem_widths),
+        stages=tuple(replace(st, widths=shrink(st.widths)) for st in choices.stages),
+    )
+
+
+def exact_middle_width(value: float) -> int:
+    """The small variants' middle width: ``ceil(width * expand)`` (widths there are too narrow
+    for rounding to multiples of 8, which would merge different expand ratios into one network)."""
+    return max(1, math.ceil(value - 1e-9))
 
 
 # --------------------------------------------------------------------------- genome
@@ -285,6 +315,10 @@ class BigNASResNetSpace(SearchSpace):
     elastic_resolution = True
     #: The named point equal to torchvision's (or, small, the CIFAR) ResNet: name, depth, widths, expand.
     reference: tuple[str, tuple[int, ...], tuple[int, ...], float] = ("resnet18", (2, 2, 2, 2), (64, 64, 128, 256, 512), 1.0)
+
+    def middle_width(self, value: float) -> int:
+        """A block's middle width from ``width * expand``: UP's make_divisible(., 8), exact when small."""
+        return exact_middle_width(value) if self.small else make_divisible(value)
 
     def __init__(self, choices: BigNASChoices | None = None):
         if choices is not None:
@@ -513,7 +547,7 @@ class BigNASResNetSpace(SearchSpace):
         stages = []
         cin = g.stem_width
         for s, stride in zip(g.stages, STAGE_STRIDES):
-            mid = make_divisible(s.width * s.expand)
+            mid = self.middle_width(s.width * s.expand)
             blocks = []
             for j in range(s.depth):
                 blocks.append(BlockSpec(cin, s.width, mid, s.kernel, stride if j == 0 else 1))
@@ -547,6 +581,12 @@ class BigNASResNetSpace(SearchSpace):
         c.global_pool().linear(lay.out_width, num_classes or self.num_classes)
         return c.result()
 
+    def supernet(self, num_classes: int | None = None) -> "Supernet":
+        """The weight-sharing supernet holding every architecture of this space (BigNAS / OFA slicing)."""
+        from nasrobust.spaces._bignas_supernet import BigNASSupernet
+
+        return BigNASSupernet(self, num_classes or self.num_classes)
+
     def _genome(self, arch: Arch) -> BigNASGenome:
         self._check_space(arch)
         return arch.genome
@@ -572,11 +612,12 @@ class BigNASSmall(BigNASResNetSpace):
     """BigNAS-ResNet, basic blocks, for 24-32 px inputs (stride-1 stem, no max-pool)."""
 
     name = "bignas-small"
-    description = "bignas for 24-32 px inputs: stride-1 stem, no max-pool"
+    description = "bignas for 24-32 px inputs: stride-1 stem, no max-pool, widths / 8"
     small = True
     num_classes = 10
     input_size = 32
-    choices = replace(BASIC_CHOICES, resolutions=SMALL_RESOLUTIONS)
+    choices = small_choices(BASIC_CHOICES)
+    reference = ("resnet18-w0.125", (2, 2, 2, 2), (8, 8, 16, 32, 64), 1.0)
 
 
 @register_space("bignas-r50")
@@ -596,10 +637,10 @@ class BigNASR50Small(BigNASResNetSpace):
     """BigNAS-ResNet, bottleneck blocks, for 24-32 px inputs (stride-1 stem, no max-pool)."""
 
     name = "bignas-r50-small"
-    description = "bignas-r50 for 24-32 px inputs: stride-1 stem, no max-pool"
+    description = "bignas-r50 for 24-32 px inputs: stride-1 stem, no max-pool, widths / 8"
     block = "bottleneck"
     small = True
     num_classes = 10
     input_size = 32
-    choices = replace(BOTTLENECK_CHOICES, resolutions=SMALL_RESOLUTIONS)
-    reference = ("resnet50", (3, 4, 6, 3), (64, 256, 512, 1024, 2048), 0.25)
+    choices = small_choices(BOTTLENECK_CHOICES)
+    reference = ("resnet50-w0.125", (3, 4, 6, 3), (8, 32, 64, 128, 256), 0.25)
