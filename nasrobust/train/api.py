@@ -1,0 +1,131 @@
+"""Entry points: train a supernet, train a network stand-alone, fine-tune a supernet subnet."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from nasrobust import checkpoint, distributed
+from nasrobust.arch import Arch
+from nasrobust.data import ImageData, load_dataset
+from nasrobust.errors import NasRobustError
+from nasrobust.inference import accuracy
+from nasrobust.models import ImageClassifier
+from nasrobust.space import SearchSpace, get_space
+from nasrobust.supernet import SupernetClassifier, build_supernet, recalibrate_bn
+from nasrobust.train.engine import Trainer, TrainResult
+from nasrobust.train.recipe import Recipe
+from nasrobust.train.steps import SandwichStep, StandaloneStep
+
+log = logging.getLogger(__name__)
+
+
+def space_for_data(space_name: str, data: ImageData) -> SearchSpace:
+    """The family variant suited to the dataset's image size (small inputs: no early down-sampling)."""
+    space = get_space(space_name).for_input_size(data.info.image_size)
+    if space.name != space_name:
+        log.info("using %s, the small-input variant of %s, for %d-px %s images", space.name, space_name, data.info.image_size, data.info.name)
+    return space
+
+
+def recalibration_batches(data: ImageData, n_images: int, batch_size: int, seed: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Random training images (fixed by ``seed``) for BN re-calibration, in batches."""
+    subset = data.train_subset(n_images, torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
+    for x, _ in loader:
+        yield x.to(device)
+
+
+def recalibrated_subnet(model: SupernetClassifier, arch: Arch, data: ImageData, n_images: int = 2000,
+                        batch_size: int = 200, seed: int = 0, extract: bool = True) -> nn.Module:
+    """Activate ``arch``, re-calibrate its BN statistics on training images, and (by default) extract it.
+
+    The recalibrated statistics are those of ``arch`` alone; the extracted module is an
+    independent :class:`ImageClassifier` with the supernet's weights.
+    """
+    device = next(model.parameters()).device
+    model.set_active(arch)
+    recalibrate_bn(model, recalibration_batches(data, n_images, batch_size, seed, device))
+    return model.extract(arch).eval() if extract else model
+
+
+def _supernet_evaluator(data: ImageData, recipe: Recipe):
+    def evaluate(model: SupernetClassifier) -> dict[str, float]:
+        out = {}
+        sn = model.supernet
+        for name, arch in (("largest", sn.largest()), ("smallest", sn.smallest())):
+            recalibrated_subnet(model, arch, data, min(recipe.bn_recalib_images, 1000), extract=False, seed=recipe.seed)
+            out[f"test_acc_{name}"] = accuracy(model, data.test)
+        return out
+
+    return evaluate
+
+
+def _standalone_evaluator(data: ImageData):
+    return lambda model: {"test_acc": accuracy(model, data.test)}
+
+
+def train_supernet(space_name: str, dataset: str | ImageData, recipe: Recipe, out: str | Path, *,
+                   data_root: str | None = None, device: torch.device | None = None, progress: bool = True,
+                   **supernet_config) -> TrainResult:
+    """BigNAS-style sandwich training of ``space_name``'s supernet (its small variant for small images)."""
+    data = dataset if isinstance(dataset, ImageData) else load_dataset(dataset, root=data_root)
+    space = space_for_data(space_name, data)
+    info = data.info
+    config = {"num_classes": info.num_classes, **supernet_config}
+    model = build_supernet(space.name, info.image_size, info.mean, info.std, **config)
+    meta = checkpoint.CheckpointMeta(
+        kind="supernet", space=space.name, dataset=info.__dict__, recipe=recipe.to_dict(),
+        supernet=config, data_root=data_root,
+    )
+    make_step = lambda gen, rng, autocast: SandwichStep(recipe, gen, rng, autocast)  # noqa: E731
+    trainer = Trainer(model, data, recipe, out, meta, make_step, _supernet_evaluator(data, recipe), device, progress)
+    return trainer.fit()
+
+
+def train_standalone(space_name: str, arch: str | Arch, dataset: str | ImageData, recipe: Recipe, out: str | Path, *,
+                     from_supernet: str | Path | None = None, data_root: str | None = None,
+                     device: torch.device | None = None, progress: bool = True) -> TrainResult:
+    """Train ``arch`` from scratch, or fine-tune it starting from a supernet's weights."""
+    data = dataset if isinstance(dataset, ImageData) else load_dataset(dataset, root=data_root)
+    info = data.info
+    parent = None
+    if from_supernet is not None:
+        supernet, payload = checkpoint.load_supernet(from_supernet)
+        meta = checkpoint.meta_of(payload)
+        checkpoint.expect(meta, kind="supernet", space=space_name, path=from_supernet)
+        if meta.dataset["name"] != info.name:
+            raise NasRobustError(f"{from_supernet} was trained on {meta.dataset['name']}, not {info.name}; pass --dataset {meta.dataset['name']}")
+        space = get_space(meta.space)
+        arch = arch if isinstance(arch, Arch) else space.resolve(arch)
+        model = recalibrated_subnet(supernet, arch, data, recipe.bn_recalib_images, seed=recipe.seed)
+        parent = payload["weights_id"]
+    else:
+        space = space_for_data(space_name, data)
+        arch = arch if isinstance(arch, Arch) else space.resolve(arch)
+        torch.manual_seed(recipe.seed)
+        model = ImageClassifier(space.build(arch, num_classes=info.num_classes, input_size=info.image_size),
+                                space.resolution(arch, info.image_size), info.mean, info.std)
+    if arch.space != space.name:
+        raise NasRobustError(f"architecture {arch.encoding} is not in space {space.name}")
+    teacher = _teacher(recipe, device)
+    meta = checkpoint.CheckpointMeta(
+        kind="standalone", space=space.name, arch=arch.encoding, dataset=info.__dict__, recipe=recipe.to_dict(),
+        parent=parent, data_root=data_root,
+    )
+    make_step = lambda gen, rng, autocast: StandaloneStep(recipe, gen, teacher, autocast)  # noqa: E731
+    trainer = Trainer(model, data, recipe, out, meta, make_step, _standalone_evaluator(data), device, progress)
+    return trainer.fit()
+
+
+def _teacher(recipe: Recipe, device: torch.device | None) -> nn.Module | None:
+    if not recipe.kd_teacher:
+        return None
+    teacher, _ = checkpoint.load_model(recipe.kd_teacher)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.to(device or distributed.local_device()).eval()

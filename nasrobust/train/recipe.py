@@ -1,0 +1,136 @@
+"""Training recipes: every technique RobustART compares is one field.
+
+A :class:`Recipe` is a frozen, JSON-serialisable value stored in every checkpoint, so a
+later step (evaluation, fine-tuning, resuming) knows exactly how the weights were made.
+Named presets (:data:`PRESETS`) hold documented settings such as the CPU-sized ``quick``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from nasrobust.errors import NasRobustError
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "bignas", "constant")
+ADVERSARIAL = ("none", "pgd", "fgsm-rs", "trades")
+AUGMENTS = ("none", "randaugment", "autoaugment")
+
+
+@dataclass(frozen=True)
+class SandwichConfig:
+    """BigNAS sandwich rule (Yu et al., ECCV 2020): largest + smallest + ``num_random`` subnets per step."""
+
+    num_random: int = 2
+    inplace_distill: bool = True  # smaller subnets learn the largest's soft predictions
+    reg_largest_only: bool = True  # label smoothing / mixup only on the largest (BigNAS sec. 3.1)
+    kd_temperature: float = 1.0
+    #: Adversarial examples for sandwich training: made against each sampled subnet ("each")
+    #: or once against the largest and reused ("largest").
+    adv_target: str = "each"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train: optimiser, schedule, regularisation, augmentation, adversarial training."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1  # for batch_size; scaled linearly with the global batch size under torchrun
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0  # cosine floor / BigNAS constant ending, as a fraction of lr
+    grad_clip: float | None = None
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha); 0 disables (timm Mixup)
+    cutmix: float = 0.0
+    augment: str = "none"  # torchvision RandAugment / AutoAugment
+    random_crop: bool = False  # pad-4 random crop + flip (CIFAR style); off for digits
+    ema_decay: float | None = None  # timm ModelEmaV3
+    kd_teacher: str | None = None  # checkpoint path of a teacher for knowledge distillation
+    kd_alpha: float = 0.5
+    kd_temperature: float = 4.0
+    adversarial: str = "none"
+    adv_eps: float = 8 / 255
+    adv_steps: int = 10
+    adv_alpha: float | None = None  # step size; default 2.5 * eps / steps (Madry et al.)
+    trades_beta: float = 6.0
+    amp: bool = True  # used on CUDA only
+    channels_last: bool = True  # used on CUDA only
+    sandwich: SandwichConfig = field(default_factory=SandwichConfig)
+    bn_recalib_images: int = 2000  # images used to re-calibrate BN of a subnet before scoring
+    seed: int = 0
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "optimizer": (self.optimizer, OPTIMIZERS),
+            "schedule": (self.schedule, SCHEDULES),
+            "adversarial": (self.adversarial, ADVERSARIAL),
+            "augment": (self.augment, AUGMENTS),
+            "sandwich.adv_target": (self.sandwich.adv_target, ("each", "largest")),
+        }
+        for name, (value, valid) in checks.items():
+            if value not in valid:
+                raise NasRobustError(f"recipe {name}={value!r} is not one of {', '.join(valid)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise NasRobustError("recipe epochs and batch_size must be positive")
+        if self.lr <= 0:
+            raise NasRobustError(f"recipe lr must be positive, got {self.lr}")
+        if (self.mixup or self.cutmix) and self.batch_size % 2:
+            raise NasRobustError("mixup/cutmix need an even batch size")
+
+    @property
+    def adv_step_size(self) -> float:
+        return self.adv_alpha if self.adv_alpha is not None else 2.5 * self.adv_eps / self.adv_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Recipe":
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise NasRobustError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
+        if isinstance(data.get("sandwich"), dict):
+            data["sandwich"] = SandwichConfig(**data["sandwich"])
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "Recipe":
+        """A copy with ``changes``; ``None`` values are ignored (CLI flags left unset)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        sandwich = {k[len("sandwich_"):]: changes.pop(k) for k in list(changes) if k.startswith("sandwich_")}
+        if sandwich:
+            changes["sandwich"] = dataclasses.replace(self.sandwich, **sandwich)
+        return dataclasses.replace(self, **changes)
+
+
+#: Documented presets. ``quick`` is sized for a 2-core CPU on mnist5k (minutes, not hours).
+PRESETS: dict[str, Recipe] = {
+    # CPU-sized: a few epochs of SGD with cosine decay on 28-px digits.
+    "quick": Recipe(epochs=6, batch_size=128, lr=0.1, weight_decay=5e-4, warmup_epochs=0.5),
+    # Stand-alone CIFAR-style training (e.g. NAS-Bench-201's 200-epoch recipe uses lr 0.1, wd 5e-4).
+    "cifar": Recipe(epochs=200, batch_size=256, lr=0.1, weight_decay=5e-4, random_crop=True, warmup_epochs=0),
+    # BigNAS ImageNet recipe: RMSProp in the paper; SGD + the exponential schedule with constant ending here.
+    "bignas": Recipe(
+        epochs=120, batch_size=1024, lr=0.4, weight_decay=1e-5, schedule="bignas", warmup_epochs=5,
+        min_lr_ratio=0.05, label_smoothing=0.1, augment="randaugment", random_crop=True,
+    ),
+    # Madry PGD-AT on CIFAR-10 (eps 8/255, 10 steps of 2/255).
+    "pgd-at": Recipe(epochs=100, batch_size=128, lr=0.1, weight_decay=5e-4, adversarial="pgd", adv_eps=8 / 255, adv_steps=10, adv_alpha=2 / 255, random_crop=True),
+}
+
+
+def get_preset(name: str) -> Recipe:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise NasRobustError(f"unknown recipe preset {name!r}; valid: {', '.join(PRESETS)}") from None
