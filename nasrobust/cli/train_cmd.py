@@ -85,6 +85,10 @@ def _data(args: argparse.Namespace):
 
 
 def _report(result) -> None:
+    from nasrobust import distributed
+
+    if not distributed.is_main():
+        return
     last = result.history[-1] if result.history else {}
     shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("test_acc"))
     print(f"checkpoint {result.checkpoint} (weights {result.weights_id}); {shown}")
