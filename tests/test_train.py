@@ -1,0 +1,142 @@
+"""The training engine: recipes, schedules, adversarial examples, checkpoints and resuming."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from nasrobust import checkpoint, get_space
+from nasrobust.data import load_dataset
+from nasrobust.errors import NasRobustError
+from nasrobust.train import Recipe, get_preset
+from nasrobust.train.adversarial import EXAMPLE_MAKERS, trades_loss
+from nasrobust.train.api import train_standalone
+from nasrobust.train.engine import Trainer
+from nasrobust.train.losses import distillation_loss
+from nasrobust.train.schedule import lr_factor
+
+SMALLEST = get_space("bignas-small").smallest()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def tiny_recipe(**kw) -> Recipe:
+    return Recipe(**{"epochs": 2, "batch_size": 64, "lr": 0.1, "warmup_epochs": 0.2, **kw})
+
+
+# ----------------------------------------------------------------------------- recipe
+def test_recipe_validates_and_round_trips():
+    with pytest.raises(NasRobustError, match="optimizer"):
+        Recipe(optimizer="lamb")
+    with pytest.raises(NasRobustError, match="even batch"):
+        Recipe(mixup=0.2, batch_size=33)
+    r = get_preset("quick").replace(epochs=3, sandwich_num_random=4, lr=None)
+    assert r.epochs == 3 and r.sandwich.num_random == 4 and r.lr == get_preset("quick").lr
+    assert Recipe.from_dict(r.to_dict()) == r
+    with pytest.raises(NasRobustError, match="unknown recipe fields"):
+        Recipe.from_dict({"epochs": 1, "bogus": 2})
+
+
+def test_schedules():
+    r = Recipe(epochs=10, warmup_epochs=1, schedule="cosine", min_lr_ratio=0.0)
+    f = lr_factor(r, 10)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(99) < 0.01
+    assert all(f(t) >= f(t + 1) for t in range(10, 99))
+    b = lr_factor(Recipe(epochs=100, schedule="bignas", min_lr_ratio=0.05), 1)
+    assert b(0) == 1.0 and b(75) == pytest.approx(0.05) and b(99) == pytest.approx(0.05)
+    assert b(40) == pytest.approx(0.05 ** (40 / 75))
+
+
+# ----------------------------------------------------------------------------- adversarial examples
+def _linear_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+
+@pytest.mark.parametrize("kind", ["pgd", "fgsm-rs", "trades"])
+def test_examples_stay_in_the_ball_and_hurt(kind):
+    model = _linear_model()
+    x = torch.rand(32, 1, 8, 8)
+    y = model(x).argmax(1)
+    r = Recipe(adversarial=kind, adv_eps=0.1, adv_steps=5)
+    x_adv = EXAMPLE_MAKERS[kind](model, x, y, r, torch.Generator().manual_seed(0))
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert model.training  # mode restored
+    if kind != "trades":
+        assert (model(x_adv).argmax(1) == y).float().mean() < 1.0
+    again = EXAMPLE_MAKERS[kind](model, x, y, r, torch.Generator().manual_seed(0))
+    assert torch.equal(x_adv, again)
+
+
+def test_losses():
+    logits = torch.randn(8, 10)
+    assert distillation_loss(logits, logits).abs() < 1e-6
+    y = torch.randint(0, 10, (8,))
+    assert trades_loss(logits, logits, y, 6.0) == pytest.approx(float(nn.functional.cross_entropy(logits, y)))
+
+
+# ----------------------------------------------------------------------------- end-to-end runs
+def test_standalone_training_learns_and_checkpoints(tmp_path, digits):
+    result = train_standalone("bignas", SMALLEST, digits, tiny_recipe(), tmp_path / "run", progress=False)
+    assert result.history[-1]["test_acc"] > 0.5
+    model, payload = checkpoint.load_model(tmp_path / "run")
+    meta = checkpoint.meta_of(payload)
+    assert meta.space == "bignas-small" and meta.arch == SMALLEST.encoding and meta.dataset["name"] == "digits"
+    assert Recipe.from_dict(meta.recipe) == tiny_recipe()
+    assert payload["weights_id"] == result.weights_id == checkpoint.weights_id(model.state_dict())
+    assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 3
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, digits, monkeypatch):
+    recipe = tiny_recipe(label_smoothing=0.1)
+    full = train_standalone("bignas", SMALLEST, digits, recipe, tmp_path / "full", progress=False)
+
+    original = Trainer._train_epoch
+
+    def dies_in_epoch_two(self, *args, **kwargs):
+        if args[-1] == 1:  # the epoch index
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_standalone("bignas", SMALLEST, digits, recipe, tmp_path / "cut", progress=False)
+    assert checkpoint.read(tmp_path / "cut")["epoch"] == 1
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    resumed = train_standalone("bignas", SMALLEST, digits, recipe, tmp_path / "cut", progress=False)
+    assert resumed.resumed_from_epoch == 1
+    assert resumed.weights_id == full.weights_id
+    assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in full.history])
+
+
+def test_other_run_in_out_folder_is_refused(tmp_path, digits):
+    train_standalone("bignas", SMALLEST, digits, tiny_recipe(), tmp_path / "run", progress=False)
+    with pytest.raises(NasRobustError, match="differs in: recipe"):
+        train_standalone("bignas", SMALLEST, digits, tiny_recipe(lr=0.05), tmp_path / "run", progress=False)
+
+
+def test_adversarial_training_runs(tmp_path, digits):
+    recipe = tiny_recipe(adversarial="pgd", adv_eps=0.1, adv_steps=3, epochs=1)
+    result = train_standalone("bignas", SMALLEST, digits, recipe, tmp_path / "adv", progress=False)
+    assert math.isfinite(result.history[-1]["train_loss"])
+
+
+def test_checkpoint_errors_name_the_fix(tmp_path, digits):
+    with pytest.raises(NasRobustError, match="nasrobust train"):
+        checkpoint.load_model(tmp_path / "missing")
+    bad = tmp_path / "bad.pt"
+    torch.save({"hello": 1}, bad)
+    with pytest.raises(NasRobustError, match="not a nasrobust checkpoint"):
+        checkpoint.read(bad)
+    train_standalone("bignas", SMALLEST, digits, tiny_recipe(epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(NasRobustError, match="supernet"):
+        checkpoint.load_supernet(tmp_path / "run")
+    with pytest.raises(NasRobustError, match="--space bignas-small"):
+        checkpoint.expect(checkpoint.meta_of(checkpoint.read(tmp_path / "run")), space="nb201", path=tmp_path / "run")
