@@ -54,6 +54,8 @@ from nasrobust.space import SearchSpace, register_space
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
+    from nasrobust.spaces._darts_supernet import DartsSupernet
+
 #: DARTS' PRIMITIVES, in its order (the op index used for sorting and one-hot vectors).
 OP_NAMES: tuple[str, ...] = (
     "none",
@@ -606,6 +608,36 @@ class DartsSpace(SearchSpace):
         _check_network(channels, layers)
         size = self.resolution(arch, input_size)
         return _network_cost(arch.genome, num_classes or self.num_classes, size, channels, layers)
+
+    def supernet(
+        self,
+        num_classes: int | None = None,
+        channels: int = 16,
+        layers: int = 8,
+        *,
+        affine: bool = True,
+        partial_channels: int = 1,
+        edge_normalization: bool = False,
+        alpha_seed: int = 0,
+    ) -> "DartsSupernet":
+        """DARTS' one-shot search network: all 8 ops on all 14 edges (defaults: 8 cells, 16 channels).
+
+        Single-path (``set_active``, ``extract``) and soft (``set_mode("soft")``, ``derive``) modes.
+        DARTS' own search setting is ``affine=False``; PC-DARTS' adds ``partial_channels=4,
+        edge_normalization=True``. See ``spaces/_darts_supernet.py``.
+        """
+        from nasrobust.spaces._darts_supernet import DartsSupernet
+
+        return DartsSupernet(
+            self,
+            int(num_classes or self.num_classes),
+            channels,
+            layers,
+            affine=affine,
+            partial_channels=partial_channels,
+            edge_normalization=edge_normalization,
+            alpha_seed=alpha_seed,
+        )
 
 
 def _check_network(channels: int, layers: int) -> None:

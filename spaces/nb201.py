@@ -71,6 +71,8 @@ from nasrobust.space import SearchSpace, register_space
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
+    from nasrobust.spaces._nb201_supernet import NB201Supernet
+
 log = logging.getLogger(__name__)
 
 #: The 5 operations in NAS-Bench-201's official order (``NAS_BENCH_201`` in xautodl).
@@ -566,6 +568,34 @@ class NB201Space(SearchSpace):
             self.resolution(arch, input_size),
             channels,
             cells_per_stage,
+        )
+
+    def supernet(
+        self,
+        num_classes: int | None = None,
+        channels: int = DEFAULT_CHANNELS,
+        cells_per_stage: int = DEFAULT_CELLS_PER_STAGE,
+        *,
+        affine: bool = True,
+        partial_channels: int = 1,
+        alpha_seed: int = 0,
+    ) -> "NB201Supernet":
+        """The one-shot / DARTS supernet: all 5 ops on all 6 edges (defaults: the benchmark's C=16, N=5).
+
+        Single-path (``set_active``, ``extract``) and soft (``set_mode("soft")``, ``derive``) modes;
+        ``affine=False`` is the benchmark's DARTS search setting, ``partial_channels=4`` PC-DARTS'
+        partial channels. See ``spaces/_nb201_supernet.py``.
+        """
+        from nasrobust.spaces._nb201_supernet import NB201Supernet
+
+        return NB201Supernet(
+            self,
+            int(num_classes or self.num_classes),
+            channels,
+            cells_per_stage,
+            affine=affine,
+            partial_channels=partial_channels,
+            alpha_seed=alpha_seed,
         )
 
     def _genome(self, arch: Arch) -> Genome:
