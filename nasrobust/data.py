@@ -247,6 +247,7 @@ class FolderImages(Dataset):
     def __init__(self, root: Path, classes: Sequence[str], image_size: int):
         from torchvision import transforms
 
+        self.classes = list(classes)
         self.samples = [
             (p, i)
             for i, c in enumerate(classes)

@@ -1,0 +1,250 @@
+"""The ``natural`` suite: ImageNet-C corruptions, CE / mCE, ImageNet-P flip probability, extra folders.
+
+Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to Common Corruptions and
+Perturbations", ICLR 2019. For every corruption c and severity s the suite records accuracy;
+with a reference model f_ref (by default the largest subnet of the same supernet) it records
+
+* CE_c = sum_s E(f, c, s) / sum_s E(f_ref, c, s) and mCE = mean_c CE_c,
+* relative CE_c = sum_s (E(f, c, s) - E(f, clean)) / sum_s (E(f_ref, c, s) - E(f_ref, clean)),
+  relative mCE = mean_c relative CE_c,
+
+where E is top-1 error. Corrupted test images depend on the data only, so they are made once
+per (dataset, test subset, parameter set, seed), stored as uint8 (as ImageNet-C is
+distributed as images) under the cache folder, and reused for every architecture.
+
+Stability (ImageNet-P): for translate / rotate / scale / brightness / gaussian-noise
+sequences the flip probability FP of the top-1 prediction (consecutive frames, or every frame
+against the clean one for noise), recorded per sequence type, plus their mean (un-normalised
+mFP; ImageNet-P normalises by AlexNet, which has no meaning on MNIST).
+
+Optional folders (``extra_folders={"imagenet-a": path, ...}``): ImageNet-A/R and
+Stylized-ImageNet are scored by accuracy with logits restricted to the classes present in the
+folder (their published protocol); ImageNet-O by the AUPR of detecting its images among the
+clean test images with the negative max-softmax as anomaly score.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from nasrobust.errors import NasRobustError
+from nasrobust.inference import predict
+from nasrobust.noise.base import SUITES, EvalContext, Measurement, NoiseSuite, cached_tensor
+from nasrobust.noise.corruptions import CORRUPTION_NAMES, corrupt
+from nasrobust.noise.perturbations import PERTURBATIONS, flip_probability, perturbation_sequence
+from nasrobust.records import Protocol
+
+log = logging.getLogger(__name__)
+
+FP_KINDS = ("translate", "rotate", "scale", "brightness", "gaussian_noise")
+OOD_FOLDERS = ("imagenet-o",)
+
+
+def _as_tuple(value: Any, cast=str) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(cast(v) for v in value)
+    return tuple(cast(v) for v in str(value).split(","))
+
+
+def _check_names(given: tuple, valid: tuple, what: str) -> None:
+    bad = [g for g in given if g not in valid]
+    if bad:
+        raise NasRobustError(f"unknown {what} {bad}; valid: {', '.join(map(str, valid))}")
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def from_uint8(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 255
+
+
+@SUITES.register("natural", "15 ImageNet-C corruptions x 5 severities, CE/mCE, ImageNet-P flip probability")
+class NaturalNoise(NoiseSuite):
+    """Common corruptions and perturbation stability."""
+
+    name = "natural"
+    headline = (("mean_corruption", "accuracy", "corruption acc"), ("mce", "mce", "mCE"))
+
+    def __init__(
+        self,
+        corruptions: Any = None,
+        severities: Any = None,
+        parameter_set: str | None = None,
+        fp_kinds: Any = None,
+        fp_examples: int = 100,
+        fp_length: int | None = None,
+        extra_folders: Mapping[str, str] | None = None,
+    ):
+        self.corruptions = _as_tuple(corruptions) or CORRUPTION_NAMES
+        self.severities = _as_tuple(severities, int) or (1, 2, 3, 4, 5)
+        _check_names(self.corruptions, CORRUPTION_NAMES, "corruption(s)")
+        _check_names(self.severities, (1, 2, 3, 4, 5), "severity(ies)")
+        if parameter_set not in (None, "cifar", "imagenet"):
+            raise NasRobustError(f"parameter_set must be 'cifar' or 'imagenet', got {parameter_set!r}")
+        self.parameter_set = parameter_set
+        self.fp_kinds = FP_KINDS if fp_kinds is None else tuple(k for k in _as_tuple(fp_kinds) if k)
+        _check_names(self.fp_kinds, tuple(PERTURBATIONS), "perturbation sequence(s)")
+        self.fp_examples = int(fp_examples)
+        self.fp_length = fp_length
+        self.extra_folders = dict(extra_folders or {})
+        for name, folder in self.extra_folders.items():
+            if not Path(folder).expanduser().is_dir():
+                raise NasRobustError(f"extra folder {name}={folder} does not exist")
+
+    # ------------------------------------------------------------------ protocol and data
+    def _set(self, ctx: EvalContext) -> str:
+        return self.parameter_set or ("cifar" if max(ctx.images.shape[-2:]) <= 64 else "imagenet")
+
+    def protocol(self, ctx: EvalContext) -> Protocol:
+        return Protocol.make(
+            seed=ctx.seed, n_examples=ctx.n_examples,
+            params={
+                "parameter_set": self._set(ctx),
+                "corruptions": list(self.corruptions),
+                "severities": list(self.severities),
+                "reference": ctx.reference_name or "",
+                "fp_kinds": list(self.fp_kinds),
+                "fp_examples": min(self.fp_examples, ctx.n_examples),
+                "fp_length": self.fp_length or 0,
+                "storage": "uint8",
+                "frost_textures": "synthetic (nasrobust.noise.frost)",
+                "extra_folders": sorted(self.extra_folders),
+            },
+        )
+
+    def _corrupted(self, ctx: EvalContext, name: str, severity: int) -> torch.Tensor:
+        pset = self._set(ctx)
+        path = ctx.cache_path(self.name, kind="corruption", corruption=name, severity=severity, parameter_set=pset, seed=ctx.seed)
+
+        def make() -> torch.Tensor:
+            index = CORRUPTION_NAMES.index(name)
+            gen = torch.Generator().manual_seed(ctx.seed * 1_000_003 + index * 10 + severity)
+            parts = [to_uint8(corrupt(ctx.images[i:i + ctx.batch_size], name, severity, gen, pset))
+                     for i in range(0, ctx.n_examples, ctx.batch_size)]
+            return torch.cat(parts)
+
+        return cached_tensor(path, make)
+
+    def _sequence(self, ctx: EvalContext, kind: str) -> torch.Tensor:
+        pset = self._set(ctx)
+        n = min(self.fp_examples, ctx.n_examples)
+        path = ctx.cache_path(self.name, kind="sequence", sequence=kind, parameter_set=pset, seed=ctx.seed, n=n, length=self.fp_length)
+
+        def make() -> torch.Tensor:
+            gen = torch.Generator().manual_seed(ctx.seed * 7919 + FP_KINDS.index(kind) if kind in FP_KINDS else ctx.seed)
+            return to_uint8(perturbation_sequence(ctx.images[:n], kind, gen, length=self.fp_length, params=pset))
+
+        return cached_tensor(path, make)
+
+    def prepare(self, ctx: EvalContext) -> None:
+        """Make (or find) every corrupted test set and perturbation sequence once."""
+        from tqdm.auto import tqdm
+
+        jobs = [(c, s) for c in self.corruptions for s in self.severities]
+        for c, s in tqdm(jobs, desc="corrupting test set (cached)", leave=False, disable=not log.isEnabledFor(logging.INFO)):
+            self._corrupted(ctx, c, s)
+        for kind in self.fp_kinds:
+            self._sequence(ctx, kind)
+
+    # ------------------------------------------------------------------ scoring
+    def _accuracy(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ctx: EvalContext) -> float:
+        logits = predict(model, images, ctx.batch_size)
+        return float((logits.argmax(1) == labels).float().mean())
+
+    def run(self, model: nn.Module, ctx: EvalContext) -> Iterator[Measurement]:
+        clean = self._accuracy(model, ctx.images, ctx.labels, ctx)
+        yield Measurement("clean", 0.0, "accuracy", clean)
+        acc: dict[tuple[str, int], float] = {}
+        for c in self.corruptions:
+            for s in self.severities:
+                acc[c, s] = self._accuracy(model, from_uint8(self._corrupted(ctx, c, s)), ctx.labels, ctx)
+                yield Measurement(c, float(s), "accuracy", acc[c, s])
+            yield Measurement(c, 0.0, "mean_accuracy", float(np.mean([acc[c, s] for s in self.severities])))
+        yield Measurement("mean_corruption", 0.0, "accuracy", float(np.mean(list(acc.values()))))
+        yield from self._corruption_errors(acc, clean, ctx)
+        yield from self._flip_probabilities(model, ctx)
+        yield from self._extra_folders(model, ctx)
+
+    def _corruption_errors(self, acc: dict[tuple[str, int], float], clean: float, ctx: EvalContext) -> Iterator[Measurement]:
+        """CE, relative CE and their means against the reference model's stored accuracies."""
+        if ctx.reference is None:
+            log.info("no reference model: CE / mCE not computed (pass a reference to the evaluator)")
+            return
+        ref = {(c, s): ctx.reference(self.name, c, float(s), "accuracy") for c, s in acc}
+        ref_clean = ctx.reference(self.name, "clean", 0.0, "accuracy")
+        if ref_clean is None or any(v is None for v in ref.values()):
+            log.warning("reference %s has no natural-suite results under this protocol: CE / mCE skipped", ctx.reference_name)
+            return
+        ces, rel_ces = [], []
+        for c in self.corruptions:
+            err = sum(1 - acc[c, s] for s in self.severities)
+            ref_err = sum(1 - ref[c, s] for s in self.severities)
+            if ref_err > 0:
+                ces.append(err / ref_err)
+                yield Measurement(c, 0.0, "ce", ces[-1])
+            gap = sum((1 - acc[c, s]) - (1 - clean) for s in self.severities)
+            ref_gap = sum((1 - ref[c, s]) - (1 - ref_clean) for s in self.severities)
+            if ref_gap > 0:
+                rel_ces.append(gap / ref_gap)
+                yield Measurement(c, 0.0, "relative_ce", rel_ces[-1])
+        if ces:
+            yield Measurement("mce", 0.0, "mce", float(np.mean(ces)))
+        if rel_ces:
+            yield Measurement("relative_mce", 0.0, "relative_mce", float(np.mean(rel_ces)))
+
+    def _flip_probabilities(self, model: nn.Module, ctx: EvalContext) -> Iterator[Measurement]:
+        fps = []
+        for kind in self.fp_kinds:
+            frames = self._sequence(ctx, kind)  # (T, N, C, H, W) uint8
+            t, n = frames.shape[:2]
+            logits = predict(model, from_uint8(frames.flatten(0, 1)), ctx.batch_size)
+            preds = logits.argmax(1).view(t, n)
+            fps.append(flip_probability(preds, compare=PERTURBATIONS[kind].compare))
+            yield Measurement(f"fp/{kind}", 0.0, "fp", fps[-1])
+        if fps:
+            yield Measurement("fp/mean", 0.0, "fp", float(np.mean(fps)))
+
+    def _extra_folders(self, model: nn.Module, ctx: EvalContext) -> Iterator[Measurement]:
+        if not self.extra_folders:
+            return
+        from nasrobust.data import FolderImages, stack
+
+        classes = getattr(ctx.data.test, "classes", None) or _folder_classes(ctx)
+        for name, folder in sorted(self.extra_folders.items()):
+            root = Path(folder).expanduser()
+            present = sorted(p.name for p in root.iterdir() if p.is_dir())
+            unknown = [c for c in present if c not in classes]
+            if unknown:
+                raise NasRobustError(f"{name}: classes {unknown[:5]} of {root} are not classes of {ctx.data.info.name}")
+            images, labels = stack(FolderImages(root, classes, ctx.data.info.image_size))
+            logits = predict(model, images, ctx.batch_size)
+            if name in OOD_FOLDERS:
+                from sklearn.metrics import average_precision_score
+
+                clean_logits = predict(model, ctx.images, ctx.batch_size)
+                score = -torch.cat([clean_logits, logits]).softmax(1).max(1).values
+                is_ood = np.r_[np.zeros(len(clean_logits)), np.ones(len(logits))]
+                yield Measurement(name, 0.0, "aupr", float(average_precision_score(is_ood, score.numpy())))
+            else:
+                mask = torch.full((logits.shape[1],), float("-inf"))
+                mask[[classes.index(c) for c in present]] = 0
+                acc = float(((logits + mask).argmax(1) == labels).float().mean())
+                yield Measurement(name, 0.0, "accuracy", acc)
+
+
+def _folder_classes(ctx: EvalContext) -> list[str]:
+    samples = getattr(ctx.data.test, "samples", None)
+    if not samples:
+        raise NasRobustError("extra folders need an imagefolder dataset (class names to match)")
+    return sorted({p.parent.name for p, _ in samples})
