@@ -25,6 +25,13 @@ _LAZY = {
     "Record": "nasrobust.records",
     "ResultKey": "nasrobust.records",
     "WorkUnit": "nasrobust.records",
+    "RobustnessMetric": "nasrobust.metrics",
+    "parse_metric": "nasrobust.metrics",
+    "SEARCHERS": "nasrobust.search",
+    "create_searcher": "nasrobust.search",
+    "Evaluator": "nasrobust.evaluator",
+    "load_dataset": "nasrobust.data",
+    "Recipe": "nasrobust.train.recipe",
 }
 
 

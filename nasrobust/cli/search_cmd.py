@@ -1,0 +1,153 @@
+"""``nasrobust search``: discrete architecture search with a robustness metric as the objective."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from nasrobust.cli.common import format_table, positive_int
+from nasrobust.errors import NasRobustError
+
+STATE_FILE = "state.jsonl"
+RESULT_FILE = "result.json"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search",
+        help="search a space for the architecture that maximises a (robustness) metric",
+        description="Runs a registered searcher with a metric spec (see --help-metric) as the objective. "
+        f"Every evaluation is appended to OUT/{STATE_FILE}; rerunning the same command resumes and gives the "
+        f"result of an uninterrupted run. The result (best encoding and its scores, or the Pareto front) "
+        f"goes to OUT/{RESULT_FILE}.",
+    )
+    p.add_argument("--space", help="search space (e.g. nb201)")
+    p.add_argument("--searcher", default="evolution", help="registered searcher (default evolution; --list shows all)")
+    p.add_argument("--metric", action="append", metavar="SPEC",
+                   help="objective spec, e.g. store:results.db:adversarial/pgd_linf/accuracy@0.1; repeat it for a "
+                        "multi-objective searcher (nsga2); a spec starting with '-' needs --metric=-SPEC (or min:SPEC)")
+    p.add_argument("--budget", type=positive_int, default=100, help="distinct architectures to evaluate (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-flops", help="constraint: analytic MACs <= this (e.g. 300M); infeasible archs score worst")
+    p.add_argument("--max-params", help="constraint: parameters <= this (e.g. 1.5M)")
+    p.add_argument("--penalty", type=float,
+                   help="soft constraints: score - PENALTY * relative overshoot instead of rejecting")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="searcher option, e.g. population_size=20 (see --list)")
+    p.add_argument("--out", help=f"output folder ({STATE_FILE}, {RESULT_FILE})")
+    p.add_argument("--fresh", action="store_true", help=f"discard OUT/{STATE_FILE} and start over")
+    p.add_argument("--list", action="store_true", help="list the searchers and their options")
+    p.add_argument("--help-metric", action="store_true", help="show the metric spec grammar")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+
+def _options(items: list[str]) -> dict[str, Any]:
+    from nasrobust.metrics import parse_value
+
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise NasRobustError(f"--option {item!r}: expected KEY=VALUE, e.g. population_size=20")
+        out[key.strip().replace("-", "_")] = parse_value(value)
+    return out
+
+
+def _list_searchers() -> int:
+    import dataclasses
+
+    from nasrobust.search import SEARCHERS
+
+    rows = []
+    for name in SEARCHERS.names():
+        cls = SEARCHERS.get(name)
+        opts = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Options))
+        rows.append((name, "multi" if cls.multi_objective else "single", opts or "-", SEARCHERS.doc(name)))
+    print(format_table(rows, ["searcher", "objectives", "options (defaults)", "description"]))
+    return 0
+
+
+def _objectives(args: argparse.Namespace, space) -> list:
+    from nasrobust.metrics import Constrained, parse_metric, parse_number
+
+    limits = {}
+    for flag, value in (("max_flops", args.max_flops), ("max_params", args.max_params)):
+        if value is not None:
+            try:
+                limits[flag] = parse_number(value)
+            except ValueError as exc:
+                raise NasRobustError(f"--{flag.replace('_', '-')}: {exc}") from None
+    if args.penalty is not None and not limits:
+        raise NasRobustError("--penalty needs --max-flops and/or --max-params")
+    metrics = [parse_metric(spec, space=space) for spec in args.metric]
+    if limits:
+        metrics = [Constrained(m, penalty=args.penalty, **limits) for m in metrics]
+    return metrics
+
+
+def _fmt(v: float) -> str:
+    return f"{v + 0.0:.6g}" if math.isfinite(v) else str(v)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    if args.help_metric:
+        from nasrobust.metrics import GRAMMAR
+
+        print(GRAMMAR)
+        return 0
+    if args.list:
+        return _list_searchers()
+    missing = [flag for flag, v in (("--space", args.space), ("--metric", args.metric), ("--out", args.out)) if not v]
+    if missing:
+        raise NasRobustError(f"search needs {', '.join(missing)} (e.g. --space nb201 --metric proxy:jacobian --out search/)")
+    from nasrobust.search import create_searcher
+    from nasrobust.space import get_space
+
+    space = get_space(args.space)
+    searcher = create_searcher(args.searcher, space, _objectives(args, space), budget=args.budget, seed=args.seed,
+                               **_options(args.option))
+    out = Path(args.out)
+    state = out / STATE_FILE
+    if args.fresh and state.exists():
+        state.unlink()
+    result = _run(searcher, state, progress=not args.no_progress)
+    path = result.write_json(out / RESULT_FILE)
+    _report(result, path)
+    return 0
+
+
+def _run(searcher, state: Path, progress: bool):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=searcher.budget, desc=f"{searcher.name} on {searcher.space.name}", disable=not progress,
+               dynamic_ncols=True, unit="eval")
+    best: list[float] = []
+
+    def on_evaluation(ev, run) -> None:
+        if not best or ev.score > best[0]:
+            best[:] = [ev.score]
+        bar.update(1)
+        bar.set_postfix_str(f"best {_fmt(best[0])}{' (replayed)' if run.replaying else ''}")
+
+    try:
+        return searcher.run(state, on_evaluation=on_evaluation)
+    finally:
+        bar.close()
+
+
+def _report(result, path: Path) -> None:
+    names = [o.name for o in result.objectives]
+    print(f"{result.searcher} on {result.space}: {len(result.history)} evaluations ({result.stopped}); wrote {path}")
+    if not result.history:
+        return
+    if len(names) == 1:
+        b = result.best
+        flag = " (predicted)" if b.predicted[0] else ""
+        print(f"best {b.encoding}\n  {names[0]} = {_fmt(b.values[0])}{flag}  (evaluation {b.index})")
+        return
+    rows = [[e.encoding, *(_fmt(v) + ("*" if p else "") for v, p in zip(e.values, e.predicted))] for e in result.front]
+    print(f"Pareto front ({len(rows)} architectures; * = predicted):")
+    print(format_table(rows, ["encoding", *names]))

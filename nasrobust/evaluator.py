@@ -1,0 +1,184 @@
+"""Score architectures against noise suites and keep every number in the result store.
+
+The :class:`Evaluator` fixes one dataset and one test subset, prepares each suite's
+model-independent data once (cached on disk, shared by every architecture), and then scores
+models: a stand-alone checkpoint, a zoo model, or subnets of a supernet (BN re-calibrated
+first). Work is done in units of (architecture, weights, dataset, suite, protocol); each
+measurement is written as soon as it exists, a unit is marked complete at its end, and a
+rerun skips complete units -- a killed run loses nothing finished. Under ``torchrun`` the
+architectures are sharded across ranks, which write through the same store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from nasrobust import distributed
+from nasrobust.arch import Arch
+from nasrobust.data import ImageData, stack
+from nasrobust.errors import NasRobustError
+from nasrobust.noise.base import SUITES, EvalContext, NoiseSuite
+from nasrobust.records import Protocol, Record, ResultKey, WorkUnit
+from nasrobust.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path("~/.cache/nasrobust").expanduser()
+
+
+def make_suites(names: Iterable[str], options: dict[str, dict[str, Any]] | None = None) -> list[NoiseSuite]:
+    """Suites by name (``adversarial``, ``natural``, ``system``, ``certified``) with their options."""
+    options = options or {}
+    return [SUITES.create(name, **options.get(name, {})) for name in names]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The model whose results relative metrics (CE, mCE) are measured against."""
+
+    encoding: str
+    weights_id: str
+
+
+@dataclass
+class ArchReport:
+    """What one architecture's evaluation wrote (for progress and the summary table)."""
+
+    encoding: str
+    written: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Evaluator:
+    """Runs ``suites`` on models over a fixed test subset of ``data``, writing into ``store``."""
+
+    def __init__(
+        self,
+        store: ResultStore,
+        data: ImageData,
+        suites: Sequence[NoiseSuite],
+        *,
+        n_examples: int | None = None,
+        cache_dir: str | Path | None = None,
+        device: torch.device | None = None,
+        batch_size: int = 256,
+        seed: int = 0,
+        recalib_images: int = 2000,
+        reference: Reference | None = None,
+        progress: bool = True,
+    ):
+        if not suites:
+            raise NasRobustError("no suites to run; pass --suites adversarial,natural,system,certified")
+        self.store = store
+        self.data = data
+        self.suites = list(suites)
+        self.device = device or distributed.local_device()
+        self.recalib_images = recalib_images
+        self.reference = reference
+        self.progress = progress and distributed.is_main()
+        images, labels = stack(data.test_subset(n_examples))
+        self.ctx = EvalContext(
+            data=data, images=images, labels=labels,
+            cache_dir=Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE,
+            device=self.device, batch_size=batch_size, seed=seed,
+            reference=self._reference_value, reference_name=reference.encoding if reference else None,
+        )
+        self._prepared: set[str] = set()
+
+    # ------------------------------------------------------------------ relative metrics
+    def _reference_value(self, suite: str, noise: str, level: float, metric: str) -> float | None:
+        if self.reference is None:
+            return None
+        rows = self.store.query(self.reference.encoding, suite=suite, noise=noise, metric=metric,
+                                weights_id=self.reference.weights_id, dataset=self.data.info.name)
+        values = [r.value for r in rows if math.isclose(r.key.level, level, rel_tol=0, abs_tol=1e-12)]
+        return values[0] if values else None
+
+    # ------------------------------------------------------------------ one model
+    def protocols(self) -> dict[str, Protocol]:
+        return {s.name: s.protocol(self.ctx) for s in self.suites}
+
+    def pending(self, arch: Arch, weights_id: str) -> list[NoiseSuite]:
+        """The suites whose unit for (arch, weights) is not complete yet."""
+        out = []
+        for suite in self.suites:
+            unit = WorkUnit.of(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name, protocol=suite.protocol(self.ctx))
+            if not self.store.is_complete(unit):
+                out.append(suite)
+        return out
+
+    def evaluate(self, model: nn.Module, arch: Arch, weights_id: str, suites: Sequence[NoiseSuite] | None = None) -> ArchReport:
+        """Score one model (an ImageClassifier taking [0, 1] images) on the pending suites."""
+        report = ArchReport(arch.encoding)
+        t0 = time.time()
+        model = model.to(self.device).eval()
+        for suite in suites if suites is not None else self.pending(arch, weights_id):
+            protocol = suite.protocol(self.ctx)
+            unit = WorkUnit.of(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name, protocol=protocol)
+            reason = suite.not_applicable(model)
+            if reason:  # not marked complete: nothing was measured, and the check is cheap to redo
+                log.warning("%s suite skipped for %s: %s", suite.name, arch.encoding, reason)
+                report.skipped[suite.name] = reason
+                continue
+            if suite.name not in self._prepared:
+                suite.prepare(self.ctx)
+                self._prepared.add(suite.name)
+            self.ctx.done = {
+                (k.noise, k.level, k.metric)
+                for k in self.store.done_keys(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name)
+            }
+            written = 0
+            for m in suite.run(model, self.ctx):
+                key = ResultKey.of(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name,
+                                   noise=m.noise, level=float(m.level), metric=m.metric)
+                self.store.write(Record(key, float(m.value), protocol))
+                written += 1
+            self.store.complete_unit(unit)
+            report.written[suite.name] = written
+        report.seconds = time.time() - t0
+        return report
+
+    # ------------------------------------------------------------------ supernet subnets
+    def evaluate_supernet(self, model, archs: Sequence[Arch], weights_id: str, *, shard: bool = True) -> list[ArchReport]:
+        """BN-recalibrate and score each subnet (this rank's share under torchrun).
+
+        The reference model (for mCE) is evaluated first when it is one of the subnets.
+        """
+        from tqdm.auto import tqdm
+
+        from nasrobust.train.api import recalibrated_subnet
+
+        archs = list(archs)
+        if self.reference is not None:
+            ref = [a for a in archs if a.encoding == self.reference.encoding]
+            archs = ref + [a for a in archs if a.encoding != self.reference.encoding]
+            if ref and shard and distributed.world_size() > 1:
+                # every rank needs the reference results: rank 0 scores it, the others wait
+                if distributed.is_main():
+                    self._evaluate_subnet(model, ref[0], weights_id, recalibrated_subnet)
+                distributed.barrier()
+                archs = archs[1:]
+        mine = distributed.shard(archs) if shard else archs
+        reports = []
+        bar = tqdm(mine, desc="architectures", disable=not self.progress, dynamic_ncols=True)
+        for arch in bar:
+            bar.set_postfix_str(arch.encoding[:60])
+            reports.append(self._evaluate_subnet(model, arch, weights_id, recalibrated_subnet))
+        return reports
+
+    def _evaluate_subnet(self, model, arch: Arch, weights_id: str, recalibrated_subnet) -> ArchReport:
+        pending = self.pending(arch, weights_id)
+        if not pending:
+            return ArchReport(arch.encoding)
+        subnet = recalibrated_subnet(model, arch, self.data, self.recalib_images, seed=self.ctx.seed)
+        return self.evaluate(subnet, arch, weights_id, pending)
