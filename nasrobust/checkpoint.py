@@ -37,6 +37,7 @@ class CheckpointMeta:
     arch: str | None = None  # encoding, for stand-alone networks
     supernet: dict[str, Any] | None = None  # kwargs of space.supernet(...)
     parent: str | None = None  # weights_id of the supernet a fine-tuned subnet came from
+    build: dict[str, Any] | None = None  # extra space.build kwargs (e.g. cell channels)
     data_root: str | None = None  # where a folder dataset was read from
 
     @property
@@ -119,7 +120,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Im
     space = get_space(meta.space)
     arch = space.decode(meta.arch)
     info = meta.dataset_info
-    model = ImageClassifier(space.build(arch, num_classes=info.num_classes, input_size=info.image_size),
+    model = ImageClassifier(space.build(arch, num_classes=info.num_classes, input_size=info.image_size, **(meta.build or {})),
                             space.resolution(arch, info.image_size), info.mean, info.std)
     model.load_state_dict(payload["model"])
     return model.to(device).eval(), payload

@@ -24,6 +24,16 @@ def positive_int(text: str) -> int:
 positive_int.__name__ = "positive integer"
 
 
+def parse_literal(text: str) -> Any:
+    """A CLI value as a Python literal when it is one (``3``, ``0.5``, ``True``), else the string."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def write_records(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Write records as JSON lines, or flattened (``factors.<name>`` columns) as CSV/Parquet."""
     path = Path(path)

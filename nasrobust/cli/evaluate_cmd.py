@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import ast
 from typing import Any
 
-from nasrobust.cli.common import positive_int
+from nasrobust.cli.common import parse_literal, positive_int
 from nasrobust.errors import NasRobustError
 
 ALL_SUITES = "adversarial,natural,system,certified"
@@ -58,16 +57,9 @@ def parse_suite_options(items: list[str]) -> dict[str, dict[str, Any]]:
         suite, dot, key = name.partition(".")
         if not (eq and dot and suite and key):
             raise NasRobustError(f"--suite-option {item!r}: expected SUITE.KEY=VALUE, e.g. adversarial.steps=10")
-        parts = [_literal(v) for v in value.split(",")] if "," in value else [_literal(value)]
+        parts = [parse_literal(v) for v in value.split(",")] if "," in value else [parse_literal(value)]
         out.setdefault(suite, {})[key.replace("-", "_")] = tuple(parts) if len(parts) > 1 else parts[0]
     return out
-
-
-def _literal(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def _archs(space, args: argparse.Namespace, supernet=None) -> list:

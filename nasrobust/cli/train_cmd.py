@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from nasrobust.cli.common import positive_int
+from nasrobust.cli.common import parse_literal, positive_int
+from nasrobust.errors import NasRobustError
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -59,6 +60,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", required=True)
     p.add_argument("--arch", required=True, help="encoding or named point")
     p.add_argument("--from-supernet", help="supernet checkpoint to start from (fine-tuning)")
+    p.add_argument("--build-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra network option of the space, e.g. channels=8 or cells_per_stage=2 (cell spaces)")
     _data_args(p)
     _recipe_args(p)
     p.set_defaults(func=cmd_train)
@@ -105,7 +108,14 @@ def cmd_train_supernet(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from nasrobust.train.api import train_standalone
 
+    build = {}
+    for item in args.build_option:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise NasRobustError(f"--build-option {item!r}: expected KEY=VALUE, e.g. channels=8")
+        build[key.replace("-", "_")] = parse_literal(value)
     result = train_standalone(args.space, args.arch, _data(args), recipe_from_args(args), args.out,
-                              from_supernet=args.from_supernet, data_root=args.data_root, progress=not args.no_progress)
+                              from_supernet=args.from_supernet, data_root=args.data_root, progress=not args.no_progress,
+                              build_kwargs=build or None)
     _report(result)
     return 0

@@ -89,8 +89,13 @@ def train_supernet(space_name: str, dataset: str | ImageData, recipe: Recipe, ou
 
 def train_standalone(space_name: str, arch: str | Arch, dataset: str | ImageData, recipe: Recipe, out: str | Path, *,
                      from_supernet: str | Path | None = None, data_root: str | None = None,
-                     device: torch.device | None = None, progress: bool = True) -> TrainResult:
-    """Train ``arch`` from scratch, or fine-tune it starting from a supernet's weights."""
+                     device: torch.device | None = None, progress: bool = True,
+                     build_kwargs: dict | None = None) -> TrainResult:
+    """Train ``arch`` from scratch, or fine-tune it starting from a supernet's weights.
+
+    ``build_kwargs`` are extra ``space.build`` options (e.g. ``channels``/``cells_per_stage`` of
+    cell spaces); a fine-tuned subnet takes its supernet's.
+    """
     data = dataset if isinstance(dataset, ImageData) else load_dataset(dataset, root=data_root)
     info = data.info
     parent = None
@@ -104,18 +109,19 @@ def train_standalone(space_name: str, arch: str | Arch, dataset: str | ImageData
         arch = arch if isinstance(arch, Arch) else space.resolve(arch)
         model = recalibrated_subnet(supernet, arch, data, recipe.bn_recalib_images, seed=recipe.seed)
         parent = payload["weights_id"]
+        build_kwargs = supernet.supernet.build_kwargs()
     else:
         space = space_for_data(space_name, data)
         arch = arch if isinstance(arch, Arch) else space.resolve(arch)
         torch.manual_seed(recipe.seed)
-        model = ImageClassifier(space.build(arch, num_classes=info.num_classes, input_size=info.image_size),
+        model = ImageClassifier(space.build(arch, num_classes=info.num_classes, input_size=info.image_size, **(build_kwargs or {})),
                                 space.resolution(arch, info.image_size), info.mean, info.std)
     if arch.space != space.name:
         raise NasRobustError(f"architecture {arch.encoding} is not in space {space.name}")
     teacher = _teacher(recipe, device)
     meta = checkpoint.CheckpointMeta(
         kind="standalone", space=space.name, arch=arch.encoding, dataset=info.__dict__, recipe=recipe.to_dict(),
-        parent=parent, data_root=data_root,
+        parent=parent, data_root=data_root, build=build_kwargs or None,
     )
     make_step = lambda gen, rng, autocast: StandaloneStep(recipe, gen, teacher, autocast)  # noqa: E731
     trainer = Trainer(model, data, recipe, out, meta, make_step, _standalone_evaluator(data), device, progress)
