@@ -152,15 +152,16 @@ class Evaluator:
     def evaluate_supernet(self, model, archs: Sequence[Arch], weights_id: str, *, shard: bool = True) -> list[ArchReport]:
         """BN-recalibrate and score each subnet (this rank's share under torchrun).
 
-        The reference model (for mCE) is evaluated first when it is one of the subnets.
+        A reference model (for mCE) that is a subnet of this supernet is evaluated first, and
+        added to ``archs`` when it is not among them, so relative metrics exist for every arch.
         """
         from tqdm.auto import tqdm
 
         from nasrobust.train.api import recalibrated_subnet
 
         archs = list(archs)
-        if self.reference is not None:
-            ref = [a for a in archs if a.encoding == self.reference.encoding]
+        if self.reference is not None and self.reference.weights_id == weights_id:
+            ref = [a for a in archs if a.encoding == self.reference.encoding] or [model.supernet.space.decode(self.reference.encoding)]
             archs = ref + [a for a in archs if a.encoding != self.reference.encoding]
             if ref and shard and distributed.world_size() > 1:
                 # every rank needs the reference results: rank 0 scores it, the others wait

@@ -24,7 +24,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--supernet", help="supernet checkpoint (run folder or file)")
     src.add_argument("--archs", help="architectures file from `nasrobust sample` (.jsonl/.csv/.parquet)")
     src.add_argument("--arch", action="append", help="an encoding or named point (repeatable)")
-    src.add_argument("--n", type=positive_int, help="evaluate this many sampled subnets (with --supernet)")
+    src.add_argument("--num-archs", "--n", dest="n", type=positive_int,
+                     help="evaluate this many sampled subnets (with --supernet; under torchrun spell it --num-archs)")
     src.add_argument("--sample-seed", type=int, default=0, help="seed of --n sampling")
     src.add_argument("--checkpoint", help="a stand-alone checkpoint from `nasrobust train`")
     src.add_argument("--pretrained", action="store_true", help="zoo models: load timm's pretrained weights (needs network)")

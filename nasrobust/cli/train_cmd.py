@@ -49,6 +49,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", required=True)
     _data_args(p)
     _recipe_args(p)
+    p.add_argument("--supernet-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="supernet option of the space, e.g. channels=8 or cells_per_stage=1 (cell spaces)")
     g = p.add_argument_group("sandwich rule")
     g.add_argument("--num-random", dest="sandwich_num_random", type=int, help="random subnets per step besides largest and smallest (default 2)")
     g.add_argument("--no-inplace-distill", dest="sandwich_inplace_distill", action="store_false", default=None)
@@ -97,10 +99,21 @@ def _report(result) -> None:
     print(f"checkpoint {result.checkpoint} (weights {result.weights_id}); {shown}")
 
 
+def _options(items: list[str], flag: str) -> dict:
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise NasRobustError(f"{flag} {item!r}: expected KEY=VALUE, e.g. channels=8")
+        out[key.replace("-", "_")] = parse_literal(value)
+    return out
+
+
 def cmd_train_supernet(args: argparse.Namespace) -> int:
     from nasrobust.train.api import train_supernet
 
-    result = train_supernet(args.space, _data(args), recipe_from_args(args), args.out, data_root=args.data_root, progress=not args.no_progress)
+    result = train_supernet(args.space, _data(args), recipe_from_args(args), args.out, data_root=args.data_root,
+                            progress=not args.no_progress, **_options(args.supernet_option, "--supernet-option"))
     _report(result)
     return 0
 
@@ -108,12 +121,7 @@ def cmd_train_supernet(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from nasrobust.train.api import train_standalone
 
-    build = {}
-    for item in args.build_option:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise NasRobustError(f"--build-option {item!r}: expected KEY=VALUE, e.g. channels=8")
-        build[key.replace("-", "_")] = parse_literal(value)
+    build = _options(args.build_option, "--build-option")
     result = train_standalone(args.space, args.arch, _data(args), recipe_from_args(args), args.out,
                               from_supernet=args.from_supernet, data_root=args.data_root, progress=not args.no_progress,
                               build_kwargs=build or None)
