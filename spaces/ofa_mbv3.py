@@ -54,6 +54,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     import torch.nn as nn
 
+    from nasrobust.supernet import Supernet
+
 KERNELS: tuple[int, ...] = (3, 5, 7)
 EXPANDS: tuple[int, ...] = (3, 4, 6)
 DEPTHS: tuple[int, ...] = (2, 3, 4)
@@ -461,6 +463,13 @@ class OFAMobileNetV3Space(SearchSpace):
         from nasrobust.spaces._ofa_mbv3_net import OFAMobileNetV3
 
         return OFAMobileNetV3(self.plan(arch, num_classes), generator=generator)
+
+    def supernet(self, num_classes: int | None = None) -> "Supernet":
+        """The weight-sharing supernet holding every architecture of this space (OFA's elastic
+        kernel, expand ratio and depth; resolution through the data)."""
+        from nasrobust.spaces._ofa_mbv3_supernet import OFAMobileNetV3Supernet
+
+        return OFAMobileNetV3Supernet(self, int(num_classes or self.num_classes))
 
 
 @register_space("ofa-mbv3-small")

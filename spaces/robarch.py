@@ -87,6 +87,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     import torch.nn as nn
 
+    from nasrobust.supernet import Supernet
+
 NUM_STAGES = 4
 ACTIVATIONS = ("relu", "silu", "gelu", "psilu", "pssilu")
 #: Learnable scalars per activation module (PSiLU: alpha; PSSiLU: alpha, beta; Dai et al. 2021).
@@ -427,6 +429,15 @@ class RobArchSpace(SearchSpace):
         from nasrobust.spaces._robarch_net import RobArchNet
 
         return RobArchNet(self.plan(arch, num_classes), generator=generator)
+
+    def supernet(self, base: "str | Arch | None" = None, num_classes: int | None = None) -> "Supernet":
+        """A weight-sharing supernet over the elastic depths and widths, the other factors fixed
+        to those of ``base`` (an architecture, its encoding or a named point; default: ResNet-50's)."""
+        from nasrobust.spaces._robarch_supernet import RobArchSupernet, default_base
+
+        arch = default_base(self) if base is None else base if isinstance(base, Arch) else self.resolve(base)
+        self._check_space(arch)
+        return RobArchSupernet(self, int(num_classes or self.num_classes), arch)
 
     def cost(self, arch: Arch, num_classes: int | None = None, input_size: int | None = None) -> Cost:
         """Params and MACs of :meth:`build`, counted layer by layer in the order it builds them."""
