@@ -36,6 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="soft constraints: score - PENALTY * relative overshoot instead of rejecting")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="searcher option, e.g. population_size=20 (see --list)")
+    p.add_argument("--dataset", help="differentiable searchers (darts, dsrna-*, advrush): the registered dataset to "
+                                     "search on (e.g. mnist5k); their --budget counts search epochs, --metric is unused")
     p.add_argument("--out", help=f"output folder ({STATE_FILE}, {RESULT_FILE})")
     p.add_argument("--fresh", action="store_true", help=f"discard OUT/{STATE_FILE} and start over")
     p.add_argument("--list", action="store_true", help="list the searchers and their options")
@@ -100,17 +102,23 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     if args.list:
         return _list_searchers()
-    missing = [flag for flag, v in (("--space", args.space), ("--metric", args.metric), ("--out", args.out)) if not v]
+    from nasrobust.search import SEARCHERS, create_searcher
+
+    differentiable = getattr(SEARCHERS.get(args.searcher), "differentiable", False)
+    missing = [flag for flag, v in (("--space", args.space), ("--metric", args.metric or differentiable),
+                                    ("--out", args.out)) if not v]
     if missing:
         raise NasRobustError(f"search needs {', '.join(missing)} (e.g. --space nb201 --metric proxy:jacobian --out search/)")
-    from nasrobust.search import create_searcher
     from nasrobust.space import get_space
 
     space = get_space(args.space)
-    searcher = create_searcher(args.searcher, space, _objectives(args, space), budget=args.budget, seed=args.seed,
-                               **_options(args.option))
+    options = _options(args.option)
+    if differentiable and args.dataset:
+        options["dataset"] = args.dataset
+    objectives = None if differentiable else _objectives(args, space)
+    searcher = create_searcher(args.searcher, space, objectives, budget=args.budget, seed=args.seed, **options)
     out = Path(args.out)
-    state = out / STATE_FILE
+    state = out / getattr(searcher, "state_file", STATE_FILE)
     if args.fresh and state.exists():
         state.unlink()
     result = _run(searcher, state, progress=not args.no_progress)
