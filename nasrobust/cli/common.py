@@ -34,6 +34,17 @@ def parse_literal(text: str) -> Any:
         return text
 
 
+def parse_options(items: list[str], flag: str) -> dict[str, Any]:
+    """``["channels=8", "cells-per-stage=1"]`` -> ``{"channels": 8, "cells_per_stage": 1}``."""
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise NasRobustError(f"{flag} {item!r}: expected KEY=VALUE, e.g. channels=8")
+        out[key.replace("-", "_")] = parse_literal(value)
+    return out
+
+
 def write_records(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Write records as JSON lines, or flattened (``factors.<name>`` columns) as CSV/Parquet."""
     path = Path(path)

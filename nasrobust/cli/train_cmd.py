@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nasrobust.cli.common import parse_literal, positive_int
-from nasrobust.errors import NasRobustError
+from nasrobust.cli.common import parse_options, positive_int
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -99,21 +98,11 @@ def _report(result) -> None:
     print(f"checkpoint {result.checkpoint} (weights {result.weights_id}); {shown}")
 
 
-def _options(items: list[str], flag: str) -> dict:
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise NasRobustError(f"{flag} {item!r}: expected KEY=VALUE, e.g. channels=8")
-        out[key.replace("-", "_")] = parse_literal(value)
-    return out
-
-
 def cmd_train_supernet(args: argparse.Namespace) -> int:
     from nasrobust.train.api import train_supernet
 
     result = train_supernet(args.space, _data(args), recipe_from_args(args), args.out, data_root=args.data_root,
-                            progress=not args.no_progress, **_options(args.supernet_option, "--supernet-option"))
+                            progress=not args.no_progress, **parse_options(args.supernet_option, "--supernet-option"))
     _report(result)
     return 0
 
@@ -121,7 +110,7 @@ def cmd_train_supernet(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from nasrobust.train.api import train_standalone
 
-    build = _options(args.build_option, "--build-option")
+    build = parse_options(args.build_option, "--build-option")
     result = train_standalone(args.space, args.arch, _data(args), recipe_from_args(args), args.out,
                               from_supernet=args.from_supernet, data_root=args.data_root, progress=not args.no_progress,
                               build_kwargs=build or None)

@@ -1,0 +1,317 @@
+"""One command from nothing to a RobustART-style study: sample -> train supernet -> evaluate -> analyze.
+
+A study lives in one folder::
+
+    out/config.toml      every setting, resolved (``nasrobust study --config out/config.toml`` reruns it)
+    out/archs.jsonl      the sampled architectures with cost and factors (stage 1)
+    out/supernet/        the weight-sharing supernet checkpoint (stage 2; reused when finished)
+    out/results.db       the SQLite result store (stage 3; one row per number)
+    out/report/          report.html, report.md, figures/, tables/ (stage 4)
+
+Each stage keeps what it finished, so re-running the same command continues where a killed
+run stopped: the sample is deterministic, training resumes from its last epoch, evaluation
+skips complete (architecture, suite) units, and the report is rebuilt from the store.
+
+Under ``torchrun`` the supernet trains data-parallel and the subnets are sharded across ranks,
+all writing the same store; rank 0 writes the sample and the report.
+
+How many subnets are scored, and how hard, is the *protocol*: ``full`` (every sampled subnet,
+each suite's published defaults, the whole test set) when a GPU is present, else ``cpu``
+(:data:`CPU_PROTOCOL`: the first 100 sampled subnets on a smaller but complete protocol, sized
+so the README's command finishes in under 30 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from nasrobust.errors import NasRobustError
+
+log = logging.getLogger(__name__)
+
+ALL_SUITES: tuple[str, ...] = ("adversarial", "natural", "system", "certified")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How many subnets are scored and with which suite options."""
+
+    eval_archs: int | None  # None: every sampled architecture
+    n_examples: int | None  # test images per evaluation (None: the whole test set)
+    recalib_images: int  # BN re-calibration images per subnet
+    suite_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    description: str = ""
+
+
+#: CPU-sized: every suite and noise family is present, each at fewer points. Measured on the
+#: 2-core CPU at ~6 s per bignas-small subnet on mnist5k (benchmarks/study.md).
+CPU_PROTOCOL = Protocol(
+    eval_archs=100,
+    n_examples=200,
+    recalib_images=500,
+    suite_options={
+        # FGSM and PGD-10 (Linf) at the MNIST budget 0.1 (the sanity checks add eps 0 and 0.3);
+        # no PGD-L2/L1, CW or AutoAttack: minutes per subnet on a CPU.
+        "adversarial": {"attacks": ("fgsm", "pgd_linf"), "eps_linf": (0.1,), "steps": 10},
+        # all 15 corruptions at severities 1, 3, 5; no ImageNet-P sequences
+        "natural": {"severities": (1, 3, 5), "fp_kinds": ()},
+        # JPEG q96 through every decoder x resizer (PNG left out; decoded images are cached once)
+        "system": {"formats": ("jpeg",)},
+        # IBP certified accuracy and radius under Linf, on the first 100 images
+        "certified": {"methods": ("ibp",), "norms": ("linf",), "n_examples": 100},
+    },
+    description="CPU subset: 100 subnets, 200 test images, FGSM/PGD-10 Linf, 15 corruptions x 3 severities, "
+                "every decoder/resizer, IBP Linf",
+)
+
+#: Every sampled subnet, each suite's published defaults, the whole test set.
+FULL_PROTOCOL = Protocol(eval_archs=None, n_examples=None, recalib_images=2000, suite_options={},
+                         description="all subnets, each suite's defaults, whole test set")
+
+PROTOCOLS: dict[str, Protocol] = {"cpu": CPU_PROTOCOL, "full": FULL_PROTOCOL}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything a study did; written to ``out/config.toml`` resolved (no 'auto' left)."""
+
+    space: str = "bignas"
+    n: int = 1200
+    dataset: str = "mnist5k"
+    out: str = "study"
+    data_root: str | None = None
+    seed: int = 0
+    preset: str = "quick"
+    recipe: Mapping[str, Any] = field(default_factory=dict)  # overrides of the preset
+    supernet: Mapping[str, Any] = field(default_factory=dict)  # supernet options of the space (e.g. channels)
+    protocol: str = "auto"  # cpu | full | auto (full with a GPU)
+    eval_archs: int | None = None  # overrides the protocol's
+    n_examples: int | None = None  # overrides the protocol's
+    suites: tuple[str, ...] = ALL_SUITES
+    suite_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # on top of the protocol's
+    recalib_images: int | None = None
+    batch_size: int = 256
+    n_boot: int = 1000
+    cache_dir: str | None = None
+
+    # ------------------------------------------------------------------ resolution
+    def resolved(self, has_gpu: bool) -> "StudyConfig":
+        """Fill every 'auto' / unset field from the protocol and the recipe preset."""
+        from nasrobust.space import get_space
+        from nasrobust.train.recipe import Recipe, get_preset
+
+        get_space(self.space)  # unknown space -> clear error before any work
+        if self.n < 1:
+            raise NasRobustError(f"--n must be >= 1, got {self.n}")
+        name = ("full" if has_gpu else "cpu") if self.protocol == "auto" else self.protocol
+        if name not in PROTOCOLS:
+            raise NasRobustError(f"unknown protocol {self.protocol!r}; valid: auto, {', '.join(PROTOCOLS)}")
+        unknown = set(self.suites) - set(ALL_SUITES)
+        if unknown or not self.suites:
+            raise NasRobustError(f"unknown suite(s) {sorted(unknown)}; valid: {', '.join(ALL_SUITES)}")
+        p = PROTOCOLS[name]
+        options = {s: {**p.suite_options.get(s, {}), **self.suite_options.get(s, {})} for s in self.suites}
+        eval_archs = self.eval_archs if self.eval_archs is not None else p.eval_archs
+        recipe = Recipe.from_dict({**get_preset(self.preset).to_dict(), **self.recipe}).to_dict()
+        return dataclasses.replace(
+            self, protocol=name, eval_archs=min(eval_archs or self.n, self.n),
+            n_examples=self.n_examples if self.n_examples is not None else p.n_examples,
+            recalib_images=self.recalib_images or p.recalib_images,
+            suite_options={s: o for s, o in options.items() if o}, recipe=recipe,
+        )
+
+    # ------------------------------------------------------------------ TOML
+    def to_toml(self) -> str:
+        data = {k: _plain(v) for k, v in dataclasses.asdict(self).items() if v is not None}
+        return ("# nasrobust study: everything this study did. Reproduce with\n"
+                f"#   nasrobust study --config {Path(self.out) / 'config.toml'}\n" + tomli_w.dumps(data))
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "StudyConfig":
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise NasRobustError(f"no study config at {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise NasRobustError(f"{path} is not valid TOML: {exc}") from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise NasRobustError(f"{path}: unknown study setting(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
+        if "suites" in data:
+            data["suites"] = tuple(data["suites"])
+        data["suite_options"] = {s: {k: tuple(v) if isinstance(v, list) else v for k, v in o.items()}
+                                 for s, o in data.get("suite_options", {}).items()}
+        return cls(**data)
+
+
+def _plain(value: Any) -> Any:
+    """TOML-writable copy: tuples -> lists, mappings -> dicts, None values dropped."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    out: Path
+    archs: Path
+    checkpoint: Path
+    db: Path
+    report: Path | None
+    evaluated: int
+    seconds: dict[str, float]
+
+
+class Study:
+    """Runs the four stages of a :class:`StudyConfig` (see the module docstring)."""
+
+    def __init__(self, config: StudyConfig, *, progress: bool = True, device=None):
+        from nasrobust import distributed
+
+        self.device = device or distributed.local_device()
+        self.config = config.resolved(has_gpu=self.device.type == "cuda")
+        self.out = Path(self.config.out)
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def config_file(self) -> Path:
+        return self.out / "config.toml"
+
+    @property
+    def archs_file(self) -> Path:
+        return self.out / "archs.jsonl"
+
+    @property
+    def supernet_dir(self) -> Path:
+        return self.out / "supernet"
+
+    @property
+    def db(self) -> Path:
+        return self.out / "results.db"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.out / "report"
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> StudyResult:
+        from nasrobust import distributed
+        from nasrobust.data import load_dataset
+
+        distributed.init(self.device)
+        if distributed.is_main():
+            self._write_config()
+        distributed.barrier()
+        data = load_dataset(self.config.dataset, root=self.config.data_root)
+        archs = self._timed("sample", lambda: self.sample(data))
+        ckpt = self._timed("train", lambda: self.train(data))
+        self._timed("evaluate", lambda: self.evaluate(data, archs[: self.config.eval_archs], ckpt))
+        distributed.barrier()
+        report = self._timed("analyze", self.analyze) if distributed.is_main() else None
+        return StudyResult(self.out, self.archs_file, ckpt, self.db, report, self.config.eval_archs, dict(self.seconds))
+
+    def _timed(self, stage: str, fn):
+        from nasrobust import distributed
+
+        stages = ("sample", "train", "evaluate", "analyze")
+        if distributed.is_main():
+            log.info("stage %d/4: %s", stages.index(stage) + 1, stage)
+        t0 = time.perf_counter()
+        result = fn()
+        self.seconds[stage] = time.perf_counter() - t0
+        if distributed.is_main():
+            log.info("stage %s done in %.0f s", stage, self.seconds[stage])
+        return result
+
+    def _write_config(self) -> None:
+        """Write the resolved config; refuse to mix two different studies in one folder."""
+        text = self.config.to_toml()
+        if self.config_file.exists():
+            previous = StudyConfig.from_toml(self.config_file)
+            old, new = _plain(dataclasses.asdict(previous)), _plain(dataclasses.asdict(self.config))
+            if old != new:
+                diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+                raise NasRobustError(
+                    f"{self.out} holds a study with other settings ({'; '.join(diff)}). Continue it with "
+                    f"`nasrobust study --config {self.config_file}` or choose a new --out"
+                )
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(text)
+
+    # ------------------------------------------------------------------ stages
+    def sample(self, data) -> list:
+        """The ``n`` architectures (of the space's small-input variant for small images)."""
+        from nasrobust import distributed
+        from nasrobust.cli.common import write_records
+        from nasrobust.space import get_space
+
+        space = get_space(self.config.space).for_input_size(data.info.image_size)
+        archs = space.sample(self.config.n, seed=self.config.seed)
+        if distributed.is_main() and not self.archs_file.exists():
+            records = [space.record(a, data.info.num_classes, data.info.image_size) for a in archs]
+            write_records(records, self.archs_file)
+            log.info("sampled %d %s architectures -> %s", len(archs), space.name, self.archs_file)
+        return archs
+
+    def train(self, data) -> Path:
+        """Sandwich-train the supernet, or reuse / resume the one in ``out/supernet``."""
+        from nasrobust import checkpoint
+        from nasrobust.train.api import train_supernet
+        from nasrobust.train.recipe import Recipe
+
+        ckpt = checkpoint.checkpoint_path(self.supernet_dir)
+        if ckpt.exists() and checkpoint.read(ckpt).get("finished"):
+            log.info("reusing the finished supernet %s", ckpt)
+            return ckpt
+        recipe = Recipe.from_dict(dict(self.config.recipe))
+        result = train_supernet(self.config.space, data, recipe, self.supernet_dir, data_root=self.config.data_root,
+                                device=self.device, progress=self.progress, **dict(self.config.supernet))
+        return result.checkpoint
+
+    def evaluate(self, data, archs: list, ckpt: Path) -> None:
+        """Score ``archs`` (and the mCE reference, the largest subnet) on every suite into the store."""
+        from nasrobust import checkpoint
+        from nasrobust.evaluator import Evaluator, Reference, make_suites
+        from nasrobust.store import open_results
+
+        c = self.config
+        model, payload = checkpoint.load_supernet(ckpt, self.device)
+        weights_id = payload["weights_id"]
+        suites = make_suites(c.suites, {s: dict(o) for s, o in c.suite_options.items()})
+        with open_results(self.db) as store:
+            evaluator = Evaluator(store, data, suites, n_examples=c.n_examples, cache_dir=c.cache_dir, device=self.device,
+                                  batch_size=c.batch_size, seed=c.seed, recalib_images=c.recalib_images,
+                                  reference=Reference(model.supernet.largest().encoding, weights_id),
+                                  progress=self.progress)
+            evaluator.evaluate_supernet(model, archs, weights_id)
+
+    def analyze(self) -> Path:
+        """Factor <-> robustness report over every scored subnet."""
+        from nasrobust.analysis.report import ReportOptions, build_report
+        from nasrobust.store import open_results
+
+        c = self.config
+        with open_results(self.db, create=False) as store:
+            report = build_report(store, self.report_dir, ReportOptions(space=c.space, dataset=c.dataset, n_boot=c.n_boot,
+                                                                          seed=c.seed),
+                                  command=f"nasrobust analyze --db {self.db} --out {self.report_dir} --space {c.space} "
+                                          f"--dataset {c.dataset} --n-boot {c.n_boot} --seed {c.seed}")
+        for note in report.notes:
+            log.info("report note: %s", note)
+        return report.html

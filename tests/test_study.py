@@ -1,0 +1,113 @@
+"""`nasrobust study`: one command from sampling to the report; resumes, reproduces from its config, shards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nasrobust.cli.main import main
+from nasrobust.errors import NasRobustError
+from nasrobust.store import open_results
+from nasrobust.study import CPU_PROTOCOL, StudyConfig
+
+# a tiny nb201 supernet on the bundled 8-px digits, every suite on a few images
+TINY = [
+    "--space", "nb201", "--num-archs", "8", "--dataset", "digits", "--epochs", "1", "--eval-archs", "5",
+    "--supernet-option", "channels=4", "--supernet-option", "cells_per_stage=1", "--n-examples", "40",
+    "--n-boot", "20", "--no-progress",
+    "--suite-option", "natural.corruptions=contrast,gaussian_noise", "--suite-option", "natural.severities=1,5",
+    "--suite-option", "system.decoders=pil,opencv", "--suite-option", "system.resizers=pil_bilinear,opencv_area",
+    "--suite-option", "certified.n_examples=20",
+]
+SUITES = {"adversarial", "natural", "system", "certified"}
+
+
+def rows(db):
+    with open_results(db, create=False) as store:
+        return {(r.key.encoding, r.key.suite, r.key.noise, r.key.level, r.key.metric): r.value for r in store.query()}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "s"
+    cache = out.parent / "cache"
+    assert main(["study", *TINY, "--out", str(out), "--cache-dir", str(cache)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_study_writes_every_stage(study):
+    assert (study / "config.toml").exists() and (study / "archs.jsonl").exists()
+    assert (study / "supernet" / "checkpoint.pt").exists()
+    table = rows(study / "results.db")
+    archs = {k[0] for k in table}
+    assert len(archs) >= 5  # the 5 sampled subnets (+ the mCE reference, the largest)
+    for arch in archs:
+        assert {k[1] for k in table if k[0] == arch} == SUITES
+    html = (study / "report" / "report.html").read_text()
+    assert "spearman" in html.lower()
+    assert (study / "report" / "tables").is_dir()
+
+
+@pytest.mark.slow
+def test_rerun_and_config_reproduce_without_new_work(study, capsys):
+    ckpt = study / "supernet" / "checkpoint.pt"
+    before, mtime = rows(study / "results.db"), ckpt.stat().st_mtime
+    assert main(["study", "--config", str(study / "config.toml"), "--no-progress"]) == 0
+    assert ckpt.stat().st_mtime == mtime  # the finished supernet is reused
+    assert rows(study / "results.db") == before  # every unit was complete
+    assert "reproduce: nasrobust study --config" in capsys.readouterr().out
+
+
+def test_config_round_trips_and_resolves(tmp_path):
+    c = StudyConfig(space="bignas", n=50, out=str(tmp_path / "s"), suite_options={"natural": {"severities": (1, 2)}})
+    r = c.resolved(has_gpu=False)
+    assert r.protocol == "cpu" and r.eval_archs == min(CPU_PROTOCOL.eval_archs, 50)
+    assert r.suite_options["natural"]["severities"] == (1, 2)  # user option on top of the protocol's
+    assert r.suite_options["adversarial"] == CPU_PROTOCOL.suite_options["adversarial"]
+    assert r.recipe["epochs"] > 0
+    path = tmp_path / "config.toml"
+    path.write_text(r.to_toml())
+    again = StudyConfig.from_toml(path)
+    assert again.resolved(has_gpu=False) == r
+    g = c.resolved(has_gpu=True)
+    assert g.protocol == "full" and g.eval_archs == 50
+
+
+def test_bad_configs_are_clear(tmp_path):
+    with pytest.raises(NasRobustError, match="unknown space"):
+        StudyConfig(space="nope").resolved(False)
+    with pytest.raises(NasRobustError, match="unknown suite"):
+        StudyConfig(suites=("adversarial", "vibes")).resolved(False)
+    bad = tmp_path / "c.toml"
+    bad.write_text("space = 'bignas'\nepochz = 3\n")
+    with pytest.raises(NasRobustError, match="epochz"):
+        StudyConfig.from_toml(bad)
+
+
+def test_a_folder_holds_one_study(tmp_path, capsys):
+    from nasrobust.study import Study
+
+    out = tmp_path / "s"
+    Study(StudyConfig(space="nb201", n=5, dataset="digits", out=str(out)), progress=False)._write_config()
+    code = main(["study", "--space", "nb201", "--n", "6", "--dataset", "digits", "--out", str(out), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "n: 5 -> 6" in err and "--config" in err
+
+
+@pytest.mark.slow
+def test_torchrun_study_merges_into_one_store(study, tmp_path):
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "nasrobust",
+           "study", *TINY, "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = rows(out / "results.db")
+    assert {k[0] for k in table} == {k[0] for k in rows(study / "results.db")}
+    with open_results(out / "results.db", create=False) as store:
+        assert {r.rank for r in store.runs()} == {0, 1}
+    assert (out / "report" / "report.html").exists()
