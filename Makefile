@@ -24,5 +24,11 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
+# The main job on the embedded defaults: 1200 sampled bignas subnets, the supernet trained on the
+# bundled MNIST, every suite on a CPU-sized subset (all subnets with a GPU), report in study/report.
+# Rerunning continues where it stopped.
+study: setup
+	$(BIN)/nasrobust study --space bignas --n 1200 --dataset mnist5k --out study/
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
