@@ -280,3 +280,19 @@ def copy_into(source: nn.Module, target: nn.Module) -> int:
             raise RuntimeError(f"the supernet has no layer named {name!r} to copy into {type(module).__name__}")
         copied += 1
     return copied
+
+
+def configure_stages(stages: nn.ModuleList, stage_specs) -> tuple[int, ...]:
+    """Give each stage's first blocks their specs; returns the active depth of every stage."""
+    for blocks, specs in zip(stages, stage_specs):
+        for block, spec in zip(blocks, specs):
+            block.configure(spec)
+    return tuple(len(specs) for specs in stage_specs)
+
+
+def run_stages(x: torch.Tensor, stages: nn.ModuleList, depths: tuple[int, ...]) -> torch.Tensor:
+    """Forward through the first ``depths[i]`` blocks of each stage (elastic depth)."""
+    for blocks, depth in zip(stages, depths):
+        for j in range(depth):
+            x = blocks[j](x)
+    return x

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from nasrobust.arch import Arch
-from nasrobust.elastic import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear, copy_into
+from nasrobust.elastic import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear, configure_stages, copy_into, run_stages
 from nasrobust.spaces.bignas import STAGE_STRIDES, BigNASResNetSpace, BlockSpec
 from nasrobust.supernet import Supernet
 
@@ -182,17 +182,12 @@ class BigNASSupernet(Supernet):
     def _activate(self, arch: Arch) -> None:
         lay = self.space.layout(arch)
         self.stem.conv.set_active(lay.stem_width, lay.stem_kernel)
-        for blocks, specs in zip(self.stages, lay.stages):
-            for b, spec in zip(blocks, specs):
-                b.configure(spec)
-        self._depths = tuple(len(s) for s in lay.stages)
+        self._depths = configure_stages(self.stages, lay.stages)
 
     def _copy_weights(self, arch: Arch, net: nn.Module) -> None:
         copy_into(self, net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        for blocks, depth in zip(self.stages, self._depths):
-            for j in range(depth):
-                x = blocks[j](x)
+        x = run_stages(x, self.stages, self._depths)
         return self.head(torch.flatten(self.pool(x), 1))

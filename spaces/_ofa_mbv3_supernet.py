@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from nasrobust.arch import Arch
-from nasrobust.elastic import DynamicBatchNorm2d, DynamicConv2d, copy_into
+from nasrobust.elastic import DynamicBatchNorm2d, DynamicConv2d, configure_stages, copy_into, run_stages
 from nasrobust.spaces._ofa_mbv3_net import ACTIVATIONS, MBConv, conv_bn_act, init_ofa
 from nasrobust.spaces.ofa_mbv3 import MBConvPlan, OFAMobileNetV3Space
 from nasrobust.supernet import Supernet
@@ -125,18 +125,13 @@ class OFAMobileNetV3Supernet(Supernet):
 
     def _activate(self, arch: Arch) -> None:
         plan = self.space.plan(arch, self.num_classes)
-        for blocks, specs in zip(self.stages, plan.stages):
-            for b, spec in zip(blocks, specs):
-                b.configure(spec)
-        self._depths = tuple(len(s) for s in plan.stages)
+        self._depths = configure_stages(self.stages, plan.stages)
 
     def _copy_weights(self, arch: Arch, net: nn.Module) -> None:
         copy_into(self, net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.first_block(self.first_conv(x))
-        for blocks, depth in zip(self.stages, self._depths):
-            for j in range(depth):
-                x = blocks[j](x)
+        x = run_stages(x, self.stages, self._depths)
         x = self.final_expand(x).mean((2, 3), keepdim=True)
         return self.classifier(self.feature_mix(x).flatten(1))

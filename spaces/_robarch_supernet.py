@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from nasrobust.arch import Arch
-from nasrobust.elastic import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear, copy_into
+from nasrobust.elastic import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear, configure_stages, copy_into, run_stages
 from nasrobust.errors import NasRobustError
 from nasrobust.spaces._robarch_net import ACTIVATION_MODULES
 from nasrobust.spaces.robarch import BlockPlan, NetPlan, RobArchGenome, RobArchSpace
@@ -210,17 +210,12 @@ class RobArchSupernet(Supernet):
 
     def _activate(self, arch: Arch) -> None:
         plan = self.space.plan(arch, self.num_classes)
-        for blocks, specs in zip(self.stages, plan.stages):
-            for b, spec in zip(blocks, specs):
-                b.configure(spec)
-        self._depths = tuple(len(s) for s in plan.stages)
+        self._depths = configure_stages(self.stages, plan.stages)
 
     def _copy_weights(self, arch: Arch, net: nn.Module) -> None:
         copy_into(self, net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        for blocks, depth in zip(self.stages, self._depths):
-            for j in range(depth):
-                x = blocks[j](x)
+        x = run_stages(x, self.stages, self._depths)
         return self.head(x)
