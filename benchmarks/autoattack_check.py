@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from _report import emit
 from nasrobust.data import load_dataset, stack
 from nasrobust.models import ImageClassifier
 from nasrobust.noise import _attacks as A
@@ -113,10 +114,7 @@ def main() -> None:
         "",
         f"Reproduce: `python benchmarks/autoattack_check.py --n {args.n} --eps {args.eps:g}`",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

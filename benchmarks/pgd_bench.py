@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import emit  # noqa: E402
 from autoattack_check import ARCH, train_small_mnist_model  # noqa: E402  (the same small MNIST network)
 
 from nasrobust.data import stack  # noqa: E402
@@ -127,10 +128,7 @@ def main() -> None:
         lines.append(f"- {name}: ours (with clean pass) {fmt(ro)}; ours (shared) {fmt(rs)}; bare {fmt(rb)}")
     lines += ["", "Target (DESIGN.md): ours / bare >= 0.95 on the all-correct inputs.", "",
               f"Reproduce: `python benchmarks/pgd_bench.py --n {args.n} --eps {args.eps:g} --repeats {args.repeats}`"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

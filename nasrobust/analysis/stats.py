@@ -46,40 +46,38 @@ _CHUNK_ELEMENTS = 4_000_000
 
 
 # ----------------------------------------------------------------------------- p-value corrections
-def bh_adjust(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (NaN entries are left out of the family and stay NaN)."""
+def _adjust_non_nan(p: np.ndarray, adjust_sorted: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Apply ``adjust_sorted`` (ascending p-values -> adjusted) to the non-NaN entries; NaN stays NaN."""
     p = np.asarray(p, dtype=np.float64)
     out = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
     q = p[ok]
-    m = q.size
-    if m == 0:
+    if q.size == 0:
         return out
     order = np.argsort(q, kind="mergesort")
-    scaled = q[order] * m / np.arange(1, m + 1)
-    adj = np.minimum.accumulate(scaled[::-1])[::-1]  # step-up: min over j >= i
-    res = np.empty(m)
-    res[order] = np.clip(adj, 0.0, 1.0)
+    res = np.empty(q.size)
+    res[order] = adjust_sorted(q[order])
     out[ok] = res
     return out
+
+
+def bh_adjust(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (NaN entries are left out of the family and stay NaN)."""
+
+    def step_up(q: np.ndarray) -> np.ndarray:
+        scaled = q * q.size / np.arange(1, q.size + 1)
+        return np.clip(np.minimum.accumulate(scaled[::-1])[::-1], 0.0, 1.0)  # min over j >= i
+
+    return _adjust_non_nan(p, step_up)
 
 
 def holm_adjust(p: np.ndarray) -> np.ndarray:
     """Holm step-down adjusted p-values (NaN entries are left out of the family and stay NaN)."""
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    q = p[ok]
-    m = q.size
-    if m == 0:
-        return out
-    order = np.argsort(q, kind="mergesort")
-    scaled = np.minimum(1.0, q[order] * (m - np.arange(m)))
-    adj = np.maximum.accumulate(scaled)  # step-down: max over j <= i
-    res = np.empty(m)
-    res[order] = adj
-    out[ok] = res
-    return out
+
+    def step_down(q: np.ndarray) -> np.ndarray:
+        return np.maximum.accumulate(np.minimum(1.0, q * (q.size - np.arange(q.size))))  # max over j <= i
+
+    return _adjust_non_nan(p, step_down)
 
 
 #: Multiple-testing corrections by name (``--correction``).

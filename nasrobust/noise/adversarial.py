@@ -227,6 +227,8 @@ class AdversarialSuite(NoiseSuite):
     """
 
     name = SUITE
+    headline = (("clean", "accuracy", "clean acc"), ("pgd_linf", "accuracy", "PGD-Linf acc (max eps)"),
+                ("worst_case", "accuracy", "worst-case acc"))
 
     def __init__(self, attacks: str | Sequence[str] | None = None, eps_linf: Any = None, eps_l2: Any = None,
                  eps_l1: Any = None, eps_autoattack: Any = None, steps: int | None = None, restarts: int | None = None,

@@ -129,6 +129,8 @@ class CertifiedSuite(NoiseSuite):
     """
 
     name = SUITE
+    headline = (("ibp_linf", "radius_mean", "IBP Linf radius"),
+                ("jacobian_linf", "jacobian_bound", "Jacobian bound (max eps)"))
 
     def __init__(self, methods: Any = None, norms: Any = None, eps_linf: Any = None, eps_l2: Any = None,
                  n_examples: Any = None, batch_size: Any = None, rtol: Any = None):
