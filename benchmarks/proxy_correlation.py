@@ -102,6 +102,37 @@ def correlations(frame: Any, values: dict[str, dict[str, float]], min_archs: int
     return rows
 
 
+#: The robustness numbers a reader looks at first: ``(suite, noise, level, metric, label)``.
+HEADLINE = [
+    ("adversarial", "clean", 0.0, "accuracy", "clean accuracy"),
+    ("adversarial", "fgsm", 0.1, "accuracy", "FGSM accuracy, eps 0.1"),
+    ("adversarial", "pgd_linf", 0.1, "accuracy", "PGD accuracy, eps 0.1"),
+    ("adversarial", "worst_case", 1.0, "wcar", "WCAR (worst attack)"),
+    ("natural", "mean_corruption", 0.0, "accuracy", "corruption accuracy"),
+    ("natural", "mce", 0.0, "mce", "mCE (lower is better)"),
+    ("system", "summary", 0.0, "mean", "system-noise mean accuracy"),
+    ("system", "summary", 0.0, "worst", "system-noise worst accuracy"),
+    ("certified", "ibp_linf", 0.0, "radius_mean", "IBP Linf radius"),
+    ("certified", "jacobian_linf", 0.1, "jacobian_bound", "Jacobian bound, eps 0.1"),
+]
+
+
+def headline(rows: list[dict[str, Any]]) -> list[str]:
+    """Spearman rho of every proxy with the headline metrics, one line per metric (* = p < 0.05, uncorrected)."""
+    proxies = list(dict.fromkeys(r["proxy"] for r in rows))
+    by_key = {(r["suite"], r["noise"], float(r["level"]), r["metric"], r["proxy"]): r for r in rows}
+    lines = ["| measured | " + " | ".join(proxies) + " |", "|---|" + "---|" * len(proxies)]
+    for suite, noise, level, metric, label in HEADLINE:
+        cells = []
+        for p in proxies:
+            r = by_key.get((suite, noise, level, metric, p))
+            cells.append("-" if r is None or not math.isfinite(r["spearman"]) else
+                         f"{r['spearman']:+.2f}{'*' if r['spearman_p'] < 0.05 else ''}")
+        if any(c != "-" for c in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, n_archs: int, seconds: float) -> str:
     lines = [
         "# Zero-cost proxies vs measured robustness",
@@ -111,6 +142,12 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, n_archs: int,
         f"{', build ' + ' '.join(args.build) if args.build else ''}); {seconds:.0f} s.",
         "Raw-value rank correlations (jacobian and input_grad are lower-is-better: negative is good).",
         "Command: `python benchmarks/proxy_correlation.py " + " ".join(sys.argv[1:]) + "`",
+        "",
+        "## Headline: Spearman rho (* p < 0.05, uncorrected)",
+        "",
+        *headline(rows),
+        "",
+        "## Every stored group",
         "",
         "| suite | noise | level | metric | weights | dataset | proxy | n | Kendall tau | Spearman rho |",
         "|---|---|---|---|---|---|---|---|---|---|",
