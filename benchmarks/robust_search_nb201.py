@@ -125,6 +125,36 @@ def retrain_and_evaluate(encoding: str, out: Path, store, data, reference, epoch
             "corruption_acc": rows.get(("natural", "mean_corruption", "accuracy"))}
 
 
+def summary_markdown(results: dict, seeds: list[int]) -> list[str]:
+    """Per-method mean, sample std and range over seeds, then every seed's architecture and scores."""
+    metrics = [("clean", "clean acc"), ("pgd_linf_0.1", "PGD-20 acc @0.1"), ("corruption_acc", "corruption acc"),
+               ("mce", "mCE")]
+    lines = ["| method | seeds | " + " | ".join(f"{label} mean ± std [min, max]" for _, label in metrics)
+             + " | search s (mean) |", "|---|---|" + "---|" * len(metrics) + "---|"]
+    for method in ("random",) + METHODS:
+        done = [results[k] for k in (f"{method}/s{s}" for s in seeds) if k in results and "eval" in results[k]]
+        if not done:
+            continue
+        cells = []
+        for key, _ in metrics:
+            v = np.array([d["eval"][key] for d in done if d["eval"].get(key) is not None], dtype=float)
+            sd = f"{v.std(ddof=1):.3f}" if len(v) > 1 else "-"
+            cells.append(f"{v.mean():.3f} ± {sd} [{v.min():.3f}, {v.max():.3f}]" if len(v) else "-")
+        secs = np.mean([d["search"]["search_seconds"] for d in done])
+        lines.append(f"| {method} | {len(done)} | " + " | ".join(cells) + f" | {secs:.0f} |")
+    lines += ["", "| method | seed | architecture | clean | PGD-20 @0.1 | corruption acc | mCE |", "|---|---|---|---|---|---|---|"]
+    for method in ("random",) + METHODS:
+        for seed in seeds:
+            r = results.get(f"{method}/s{seed}", {})
+            if "eval" not in r:
+                continue
+            e = r["eval"]
+            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+            lines.append(f"| {method} | {seed} | `{r['search']['encoding']}` | {fmt(e['clean'])} | {fmt(e['pgd_linf_0.1'])} "
+                         f"| {fmt(e['corruption_acc'])} | {fmt(e['mce'])} |")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench_out/robust_search_nb201")
@@ -168,7 +198,7 @@ def main() -> None:
             save()
         if key == ref_key:
             reference = Reference(results[key]["search"]["encoding"], results[key]["eval"]["weights_id"])
-    print(json.dumps(results, indent=2))
+    print("\n".join(summary_markdown(results, args.seeds)))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -140,3 +141,37 @@ def test_checkpoint_errors_name_the_fix(tmp_path, digits):
         checkpoint.load_supernet(tmp_path / "run")
     with pytest.raises(NasRobustError, match="--space bignas-small"):
         checkpoint.expect(checkpoint.meta_of(checkpoint.read(tmp_path / "run")), space="nb201", path=tmp_path / "run")
+
+
+# ----------------------------------------------------------------------------- fine-tuning from a supernet
+def test_finetuning_from_a_supernet_with_its_largest_subnet_as_teacher(tmp_path, digits):
+    """`train --from-supernet S --kd-teacher S`: starts from the extracted subnet, learns from the largest."""
+    from nasrobust.supernet import recalibrate_bn
+    from nasrobust.train.api import _teacher, recalibrated_subnet, recalibration_batches, train_supernet
+
+    sizes = {"channels": 4, "cells_per_stage": 1}
+    parent = train_supernet("nb201", digits, tiny_recipe(epochs=1, bn_recalib_images=200), tmp_path / "super",
+                            progress=False, **sizes)
+    supernet, _ = checkpoint.load_supernet(parent.checkpoint)
+    recipe = tiny_recipe(epochs=1, bn_recalib_images=200, kd_teacher=str(parent.checkpoint), kd_alpha=0.5)
+
+    teacher = _teacher(recipe, digits, torch.device("cpu"))
+    largest = recalibrated_subnet(supernet, supernet.supernet.largest(), digits, 200, seed=recipe.seed)
+    x = torch.stack([digits.test[i][0] for i in range(16)])
+    torch.testing.assert_close(teacher(x), largest(x))
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+    arch = supernet.supernet.smallest()
+    result = train_standalone("nb201", arch, digits, recipe, tmp_path / "tune", from_supernet=parent.checkpoint,
+                              progress=False)
+    tuned, payload = checkpoint.load_model(result.checkpoint)
+    meta = checkpoint.meta_of(payload)
+    assert meta.parent == parent.weights_id and meta.arch == arch.encoding
+    assert result.history[-1]["test_acc"] > 0.3  # chance is 0.1
+    # precise BN (on by default when fine-tuning): the saved statistics are the re-estimated ones
+    again = copy.deepcopy(tuned)
+    recalibrate_bn(again, recalibration_batches(digits, 200, 200, recipe.seed, torch.device("cpu")))
+    for a, b in zip(tuned.modules(), again.modules()):
+        if isinstance(a, nn.BatchNorm2d):
+            torch.testing.assert_close(a.running_mean, b.running_mean)
+            torch.testing.assert_close(a.running_var, b.running_var)

@@ -22,8 +22,12 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cutmix", type=float, help="cutmix alpha (0 = off)")
     g.add_argument("--augment", choices=["none", "randaugment", "autoaugment"])
     g.add_argument("--random-crop", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--precise-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-estimate BN statistics on clean training images before each evaluation and checkpoint "
+                   "(default: on when fine-tuning --from-supernet without --adv)")
     g.add_argument("--ema-decay", type=float, help="keep an EMA of the weights (e.g. 0.999)")
-    g.add_argument("--kd-teacher", help="checkpoint of a teacher network for knowledge distillation")
+    g.add_argument("--kd-teacher", help="checkpoint of a teacher network for knowledge distillation; a supernet checkpoint "
+                   "means its BN-re-calibrated largest subnet")
     g.add_argument("--adv", dest="adversarial", choices=["none", "pgd", "fgsm-rs", "trades"], help="adversarial training")
     g.add_argument("--adv-eps", type=float, help="Linf radius of adversarial training (inputs in [0, 1])")
     g.add_argument("--adv-steps", type=positive_int)
@@ -71,7 +75,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 _RECIPE_KEYS = (
     "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "warmup_epochs", "label_smoothing",
     "mixup", "cutmix", "augment", "random_crop", "ema_decay", "kd_teacher", "adversarial", "adv_eps", "adv_steps",
-    "adv_alpha", "trades_beta", "amp", "channels_last", "seed", "num_workers",
+    "adv_alpha", "trades_beta", "amp", "channels_last", "precise_bn", "seed", "num_workers",
     "sandwich_num_random", "sandwich_inplace_distill", "sandwich_reg_largest_only", "sandwich_adv_target",
 )
 

@@ -65,8 +65,17 @@ def _supernet_evaluator(data: ImageData, recipe: Recipe):
     return evaluate
 
 
-def _standalone_evaluator(data: ImageData):
-    return lambda model: {"test_acc": accuracy(model, data.test)}
+def _standalone_evaluator(data: ImageData, recipe: Recipe, precise_bn: bool):
+    """Test accuracy after each epoch; with ``precise_bn`` the BN statistics are re-estimated first (and saved)."""
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        if precise_bn:
+            device = next(model.parameters()).device
+            with torch.no_grad():
+                recalibrate_bn(model, recalibration_batches(data, recipe.bn_recalib_images, 200, recipe.seed, device))
+        return {"test_acc": accuracy(model, data.test)}
+
+    return evaluate
 
 
 def train_supernet(space_name: str, dataset: str | ImageData, recipe: Recipe, out: str | Path, *,
@@ -118,20 +127,33 @@ def train_standalone(space_name: str, arch: str | Arch, dataset: str | ImageData
                                 space.resolution(arch, info.image_size), info.mean, info.std)
     if arch.space != space.name:
         raise NasRobustError(f"architecture {arch.encoding} is not in space {space.name}")
-    teacher = _teacher(recipe, device)
+    teacher = _teacher(recipe, data, device)
     meta = checkpoint.CheckpointMeta(
         kind="standalone", space=space.name, arch=arch.encoding, dataset=info.__dict__, recipe=recipe.to_dict(),
         parent=parent, data_root=data_root, build=build_kwargs or None,
     )
     make_step = lambda gen, rng, autocast: StandaloneStep(recipe, gen, teacher, autocast)  # noqa: E731
-    trainer = Trainer(model, data, recipe, out, meta, make_step, _standalone_evaluator(data), device, progress)
+    precise_bn = recipe.precise_bn if recipe.precise_bn is not None else (
+        from_supernet is not None and recipe.adversarial == "none")
+    trainer = Trainer(model, data, recipe, out, meta, make_step, _standalone_evaluator(data, recipe, precise_bn), device,
+                      progress)
     return trainer.fit()
 
 
-def _teacher(recipe: Recipe, device: torch.device | None) -> nn.Module | None:
+def _teacher(recipe: Recipe, data: ImageData, device: torch.device | None) -> nn.Module | None:
+    """The distillation teacher: a stand-alone checkpoint, or a supernet's BN-re-calibrated largest subnet.
+
+    The supernet case is fine-tuning as BigNAS/OFA train: the student keeps learning from the
+    same largest subnet that taught it in-place, instead of drifting to the hard labels alone.
+    """
     if not recipe.kd_teacher:
         return None
-    teacher, _ = checkpoint.load_model(recipe.kd_teacher)
+    if checkpoint.meta_of(checkpoint.read(recipe.kd_teacher)).kind == "supernet":
+        supernet, _ = checkpoint.load_supernet(recipe.kd_teacher)
+        teacher = recalibrated_subnet(supernet, supernet.supernet.largest(), data, recipe.bn_recalib_images,
+                                      seed=recipe.seed)
+    else:
+        teacher, _ = checkpoint.load_model(recipe.kd_teacher)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.to(device or distributed.local_device()).eval()

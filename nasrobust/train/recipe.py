@@ -65,6 +65,10 @@ class Recipe:
     channels_last: bool = True  # used on CUDA only
     sandwich: SandwichConfig = field(default_factory=SandwichConfig)
     bn_recalib_images: int = 2000  # images used to re-calibrate BN of a subnet before scoring
+    #: Stand-alone runs: re-estimate BN statistics on ``bn_recalib_images`` clean training images
+    #: before each epoch's evaluation and checkpoint ("precise BN"). None = on when fine-tuning from
+    #: a supernet without adversarial training, the convention every supernet subnet is scored by.
+    precise_bn: bool | None = None
     seed: int = 0
     num_workers: int = 0
 
