@@ -532,13 +532,28 @@ class BilevelRun:
                 final = ev
         if final is None and self.trajectory:
             final = self.trajectory[-1]
+        if final is not None:
+            warn_if_disconnected(self.s.space, final.encoding)
         return DiffSearchResult(self.s.space.name, self.s.name, self.s.seed, self.s.budget,
                                 dataclasses.asdict(self.o), self.s.objective_infos(),
                                 (final,) if final is not None else (), "budget",
                                 trajectory=tuple(self.trajectory))
 
 
+def warn_if_disconnected(space: SearchSpace, encoding: str) -> bool:
+    """Warn when a derived cell has no input->output path without ``none`` (the network ignores its input).
+
+    Regularisers that reward a small input gradient (DSRNA-Jacobian) can be satisfied exactly by
+    such a cell, so a robust search can end there; the user should know before re-training it.
+    """
+    if space.factors(space.decode(encoding)).get("connected", 1.0) != 0:
+        return False
+    log.warning("the derived architecture %s has no input->output path without 'none': the network's output "
+                "does not depend on its input. Try a smaller gamma (--option gamma=0.001), more warm-up (--option warmup_epochs=N) or another --seed.", encoding)
+    return True
+
+
 __all__ = [
     "BilevelRun", "DIFF_STATE_FILE", "DiffOptions", "DiffSearchResult", "DifferentiableSearcher", "Regularizer", "WeightedSum",
-    "build_search_model", "cosine_lr", "with_params",
+    "build_search_model", "cosine_lr", "warn_if_disconnected", "with_params",
 ]

@@ -194,3 +194,17 @@ def test_darts_space_runs():
     res = s.run()
     arch = decode(res.best.encoding)
     assert arch.space == "darts" and get_space("darts").arch(arch.genome) == arch
+
+
+def test_a_derived_cell_without_an_input_output_path_is_warned_about(caplog):
+    """DSRNA-Jacobian can end in the all-`none` cell (zero output, zero Jacobian); the user is told."""
+    from nasrobust.diffsearch import warn_if_disconnected
+
+    space = get_space("nb201")
+    dead = "nb201:|none~0|+|none~0|none~1|+|none~0|none~1|avg_pool_3x3~2|"
+    alive = "nb201:|none~0|+|none~0|none~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
+    with caplog.at_level("WARNING", logger="nasrobust.diffsearch"):
+        assert warn_if_disconnected(space, dead)
+        assert not warn_if_disconnected(space, alive)
+        assert not warn_if_disconnected(get_space("darts"), get_space("darts").sample(1, seed=0)[0].encoding)
+    assert len(caplog.records) == 1 and "does not depend on its input" in caplog.records[0].getMessage()
