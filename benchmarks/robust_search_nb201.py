@@ -195,8 +195,8 @@ def main() -> None:
     order = [ref_key] + [k for k in results if k != ref_key]
     reference = None
     for key in order:
-        if "eval" in results[key] and reference is not None:
-            continue
+        if key != ref_key and "eval" in results[key]:
+            continue  # done; the reference is always revisited for its weights id
         encoding = results[key]["search"]["encoding"]
         t0 = time.perf_counter()
         trained = retrain(encoding, out, data, args.train_epochs)

@@ -549,7 +549,8 @@ def warn_if_disconnected(space: SearchSpace, encoding: str) -> bool:
     if space.factors(space.decode(encoding)).get("connected", 1.0) != 0:
         return False
     log.warning("the derived architecture %s has no input->output path without 'none': the network's output "
-                "does not depend on its input. Try a smaller gamma (--option gamma=0.001), more warm-up (--option warmup_epochs=N) or another --seed.", encoding)
+                "does not depend on its input. Try a smaller gamma (--option gamma=0.001), more warm-up "
+                "(--option warmup_epochs=N) or another --seed.", encoding)
     return True
 
 

@@ -143,8 +143,8 @@ def train_standalone(space_name: str, arch: str | Arch, dataset: str | ImageData
 def _teacher(recipe: Recipe, data: ImageData, device: torch.device | None) -> nn.Module | None:
     """The distillation teacher: a stand-alone checkpoint, or a supernet's BN-re-calibrated largest subnet.
 
-    The supernet case is fine-tuning as BigNAS/OFA train: the student keeps learning from the
-    same largest subnet that taught it in-place, instead of drifting to the hard labels alone.
+    The supernet case lets a fine-tuned subnet keep learning from the largest subnet that taught
+    it in-place during sandwich training (BigNAS / OFA style).
     """
     if not recipe.kd_teacher:
         return None
