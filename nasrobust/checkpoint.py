@@ -115,6 +115,11 @@ def expect(meta: CheckpointMeta, *, kind: str | None = None, space: str | None =
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[ImageClassifier, dict[str, Any]]:
     """A stand-alone network from its checkpoint, weights loaded, in eval mode."""
     payload = read(path)
+    return model_from_payload(payload, path, device), payload
+
+
+def model_from_payload(payload: dict[str, Any], path: str | Path = "", device: torch.device | str = "cpu") -> ImageClassifier:
+    """The stand-alone network of an already read checkpoint (``path`` only names it in errors)."""
     meta = meta_of(payload)
     expect(meta, kind="standalone", path=path)
     space = get_space(meta.space)
@@ -123,17 +128,22 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Im
     model = ImageClassifier(space.build(arch, num_classes=info.num_classes, input_size=info.image_size, **(meta.build or {})),
                             space.resolution(arch, info.image_size), info.mean, info.std)
     model.load_state_dict(payload["model"])
-    return model.to(device).eval(), payload
+    return model.to(device).eval()
 
 
 def load_supernet(path: str | Path, device: torch.device | str = "cpu"):
     """A trained supernet (wrapped as a :class:`~nasrobust.supernet.SupernetClassifier`)."""
+    payload = read(path)
+    return supernet_from_payload(payload, path, device), payload
+
+
+def supernet_from_payload(payload: dict[str, Any], path: str | Path = "", device: torch.device | str = "cpu"):
+    """The supernet of an already read checkpoint (``path`` only names it in errors)."""
     from nasrobust.supernet import build_supernet
 
-    payload = read(path)
     meta = meta_of(payload)
     expect(meta, kind="supernet", path=path)
     info = meta.dataset_info
     model = build_supernet(meta.space, info.image_size, info.mean, info.std, **(meta.supernet or {}))
     model.load_state_dict(payload["model"])
-    return model.to(device).eval(), payload
+    return model.to(device).eval()

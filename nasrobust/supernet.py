@@ -125,8 +125,9 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     """Recompute BN running statistics as the exact average over ``batches`` (BigNAS / OFA).
 
     Resets every BN layer, runs the batches in train mode with cumulative averaging
-    (``momentum=None``), then restores the momenta and the model's mode. Returns the number
-    of images seen. Works on a supernet (the active subnet) and on stand-alone models.
+    (``momentum=None``) and without autograd (only the statistics are wanted), then restores
+    the momenta and the model's mode. Returns the number of images seen. Works on a supernet
+    (the active subnet) and on stand-alone models.
     """
     layers = _bn_layers(model)
     if not layers:
@@ -139,9 +140,10 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     model.train()
     seen = 0
     try:
-        for x in batches:
-            model(x)
-            seen += len(x)
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+                seen += len(x)
     finally:
         for bn, m in zip(layers, momenta):
             bn.momentum = m

@@ -146,8 +146,7 @@ def test_checkpoint_errors_name_the_fix(tmp_path, digits):
 # ----------------------------------------------------------------------------- fine-tuning from a supernet
 def test_finetuning_from_a_supernet_with_its_largest_subnet_as_teacher(tmp_path, digits):
     """`train --from-supernet S --kd-teacher S`: starts from the extracted subnet, learns from the largest."""
-    from nasrobust.supernet import recalibrate_bn
-    from nasrobust.train.api import _teacher, recalibrated_subnet, recalibration_batches, train_supernet
+    from nasrobust.train.api import _teacher, recalibrate, recalibrated_subnet, train_supernet
 
     sizes = {"channels": 4, "cells_per_stage": 1}
     parent = train_supernet("nb201", digits, tiny_recipe(epochs=1, bn_recalib_images=200), tmp_path / "super",
@@ -170,7 +169,7 @@ def test_finetuning_from_a_supernet_with_its_largest_subnet_as_teacher(tmp_path,
     assert result.history[-1]["test_acc"] > 0.3  # chance is 0.1
     # precise BN (on by default when fine-tuning): the saved statistics are the re-estimated ones
     again = copy.deepcopy(tuned)
-    recalibrate_bn(again, recalibration_batches(digits, 200, 200, recipe.seed, torch.device("cpu")))
+    recalibrate(again, digits, 200, seed=recipe.seed)
     for a, b in zip(tuned.modules(), again.modules()):
         if isinstance(a, nn.BatchNorm2d):
             torch.testing.assert_close(a.running_mean, b.running_mean)

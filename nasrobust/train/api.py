@@ -40,6 +40,12 @@ def recalibration_batches(data: ImageData, n_images: int, batch_size: int, seed:
         yield x.to(device)
 
 
+def recalibrate(model: nn.Module, data: ImageData, n_images: int, batch_size: int = 200, seed: int = 0) -> int:
+    """Re-estimate ``model``'s BN statistics on ``n_images`` random training images (fixed by ``seed``)."""
+    device = next(model.parameters()).device
+    return recalibrate_bn(model, recalibration_batches(data, n_images, batch_size, seed, device))
+
+
 def recalibrated_subnet(model: SupernetClassifier, arch: Arch, data: ImageData, n_images: int = 2000,
                         batch_size: int = 200, seed: int = 0, extract: bool = True) -> nn.Module:
     """Activate ``arch``, re-calibrate its BN statistics on training images, and (by default) extract it.
@@ -47,9 +53,8 @@ def recalibrated_subnet(model: SupernetClassifier, arch: Arch, data: ImageData, 
     The recalibrated statistics are those of ``arch`` alone; the extracted module is an
     independent :class:`ImageClassifier` with the supernet's weights.
     """
-    device = next(model.parameters()).device
     model.set_active(arch)
-    recalibrate_bn(model, recalibration_batches(data, n_images, batch_size, seed, device))
+    recalibrate(model, data, n_images, batch_size, seed)
     return model.extract(arch).eval() if extract else model
 
 
@@ -70,9 +75,7 @@ def _standalone_evaluator(data: ImageData, recipe: Recipe, precise_bn: bool):
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         if precise_bn:
-            device = next(model.parameters()).device
-            with torch.no_grad():
-                recalibrate_bn(model, recalibration_batches(data, recipe.bn_recalib_images, 200, recipe.seed, device))
+            recalibrate(model, data, recipe.bn_recalib_images, seed=recipe.seed)
         return {"test_acc": accuracy(model, data.test)}
 
     return evaluate
@@ -148,12 +151,13 @@ def _teacher(recipe: Recipe, data: ImageData, device: torch.device | None) -> nn
     """
     if not recipe.kd_teacher:
         return None
-    if checkpoint.meta_of(checkpoint.read(recipe.kd_teacher)).kind == "supernet":
-        supernet, _ = checkpoint.load_supernet(recipe.kd_teacher)
+    payload = checkpoint.read(recipe.kd_teacher)
+    if checkpoint.meta_of(payload).kind == "supernet":
+        supernet = checkpoint.supernet_from_payload(payload, recipe.kd_teacher)
         teacher = recalibrated_subnet(supernet, supernet.supernet.largest(), data, recipe.bn_recalib_images,
                                       seed=recipe.seed)
     else:
-        teacher, _ = checkpoint.load_model(recipe.kd_teacher)
+        teacher = checkpoint.model_from_payload(payload, recipe.kd_teacher)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.to(device or distributed.local_device()).eval()
