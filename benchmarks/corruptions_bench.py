@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from _report import emit
 from nasrobust.noise._corruption_reference import reference_corrupt
 from nasrobust.noise.corruptions import CORRUPTION_NAMES, SEVERITIES, corrupt
 from nasrobust.noise.frost import frost_textures
@@ -173,8 +174,7 @@ def main() -> None:
         "",
         *reading(big, small, args.threads),
     ]
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from _report import emit
 from nasrobust import checkpoint
 from nasrobust.data import load_dataset
 from nasrobust.evaluator import Evaluator, Reference, make_suites
@@ -100,8 +101,7 @@ def main() -> None:
         "",
         f"Produced by `python benchmarks/eval_profile.py --supernet <mnist5k supernet> --n-archs {args.n_archs}`.",
     ]
-    Path(args.md).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    emit(lines, args.md)
 
 
 if __name__ == "__main__":
