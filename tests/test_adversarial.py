@@ -123,7 +123,8 @@ def test_bad_options_raise_user_errors():
 
 
 def _fake_ctx(name: str, num_classes: int, tmp_path) -> EvalContext:
-    info = DatasetInfo(name, num_classes, 32, 3, (0.5,) * 3, (0.25,) * 3, "fabricated")
+    family = {"cifar100": "cifar", "imagefolder": "imagenet"}[name]
+    info = DatasetInfo(name, num_classes, 32, 3, (0.5,) * 3, (0.25,) * 3, "fabricated", family=family)
     ds = TensorDataset(torch.rand(4, 3, 32, 32), torch.arange(4) % num_classes)
     x, y = ds.tensors
     return EvalContext(data=ImageData(info, ds, ds), images=x, labels=y, cache_dir=tmp_path, device=CPU)

@@ -69,6 +69,7 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -76,7 +77,7 @@ import torch.nn as nn
 
 from nasrobust.errors import NasRobustError, UnknownNameError
 from nasrobust.noise import _attacks as A
-from nasrobust.noise.base import SUITES, EvalContext, Measurement, NoiseSuite, cached_tensor
+from nasrobust.noise.base import CLEAN, SUITES, EvalContext, Measurement, MetricInfo, NoiseSuite, cached_tensor
 from nasrobust.records import Protocol
 
 log = logging.getLogger(__name__)
@@ -227,8 +228,26 @@ class AdversarialSuite(NoiseSuite):
     """
 
     name = SUITE
-    headline = (("clean", "accuracy", "clean acc"), ("pgd_linf", "accuracy", "PGD-Linf acc (max eps)"),
-                ("worst_case", "accuracy", "worst-case acc"))
+    metrics = (
+        MetricInfo("accuracy", True, headline="clean acc", noise=CLEAN, rank_group=CLEAN,
+                   description="accuracy on the unperturbed test examples (all of them)"),
+        MetricInfo("accuracy", True, headline="PGD-Linf acc (max eps)", noise="pgd_linf", rank_group=SUITE,
+                   description="robust accuracy under PGD-Linf, over all examples"),
+        MetricInfo("accuracy", True, headline="worst-case acc", noise="worst_case", rank_group=SUITE,
+                   description="accuracy under every attack of a tier at once, over all examples (level = tier)"),
+        MetricInfo("accuracy", True, rank_group=SUITE,
+                   description="robust accuracy over all examples (RobustBench), per attack and eps"),
+        MetricInfo("ar", True, description="RobustART's AR: robust accuracy among the clean-correct examples"),
+        MetricInfo("wcar", True, noise="worst_case",
+                   description="RobustART's WCAR: clean-correct examples surviving every attack of the tier"),
+        *(MetricInfo(f"median_{norm}", True, description=f"median minimal {norm} distance of a minimal-perturbation "
+                     "attack (inf where none was found: not written)") for norm in ("linf", "l2", "l1")),
+        *(MetricInfo(check, True, noise="sanity", diagnostic=True,
+                     description="gradient-masking check: 1 passed, 0 failed") for check in SANITY_CHECKS),
+    )
+    #: FGSM and PGD-10 (Linf) at the MNIST budget 0.1 (the sanity checks add eps 0 and 0.3);
+    #: no PGD-L2/L1, CW or AutoAttack: minutes per subnet on a CPU.
+    cpu_options = MappingProxyType({"attacks": ("fgsm", "pgd_linf"), "eps_linf": (0.1,), "steps": 10})
 
     def __init__(self, attacks: str | Sequence[str] | None = None, eps_linf: Any = None, eps_l2: Any = None,
                  eps_l1: Any = None, eps_autoattack: Any = None, steps: int | None = None, restarts: int | None = None,
@@ -254,6 +273,14 @@ class AdversarialSuite(NoiseSuite):
                                          "or the path of a stand-alone checkpoint")
         self.transfer_from = transfer_from
         self._source_id: str | None = None
+
+    @classmethod
+    def selector_options(cls, noise: str, level: float | None) -> dict[str, Any]:
+        """A live metric of one attack at one eps runs just that attack at that eps."""
+        if noise not in A.NORM_OF or not level:
+            return {}
+        key = "eps_autoattack" if noise == "autoattack" else f"eps_{A.NORM_OF[noise]}"
+        return {"attacks": noise, key: float(level)}
 
     # ------------------------------------------------------------------ protocol
     def settings(self, ctx: EvalContext) -> AdversarialSettings:

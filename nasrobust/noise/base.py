@@ -5,6 +5,12 @@ declares the :class:`~nasrobust.records.Protocol` it runs, may prepare model-ind
 perturbed data once per dataset (cached on disk and reused for every architecture), and
 yields :class:`Measurement` values for one model. The evaluator turns measurements into
 store records keyed by architecture encoding.
+
+A suite also declares what it is, so that core code never names it: its options (a frozen
+``Options`` dataclass parsed by :func:`nasrobust.options.build_options`), and every metric it
+records (:class:`MetricInfo`: direction, headline column, rank group). Consumers -- the store
+metric, the analysis table, ranking, the study, the headline table -- ask
+:func:`metric_info` instead of keeping their own lists.
 """
 
 from __future__ import annotations
@@ -15,15 +21,18 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn as nn
 
 from nasrobust.data import ImageData
+from nasrobust.errors import NasRobustError, UnknownNameError
+from nasrobust.options import NoOptions, build_options
 from nasrobust.records import Protocol
 from nasrobust.registry import Registry
 
@@ -32,12 +41,32 @@ log = logging.getLogger(__name__)
 #: Registered suites: ``SUITES.create(name, **options)``.
 SUITES: Registry["NoiseSuite"] = Registry("suite", plugins="nasrobust.noise")
 
-#: Dataset families pick default eps, corruption parameters, ...
-FAMILY_OF_DATASET = {"mnist5k": "mnist", "digits": "mnist", "cifar10": "cifar", "cifar100": "cifar", "imagefolder": "imagenet"}
+#: The noise name of measurements on unperturbed images (every suite's reference point).
+CLEAN = "clean"
 
 
-def dataset_family(name: str) -> str:
-    return FAMILY_OF_DATASET.get(name, "imagenet")
+@dataclass(frozen=True)
+class MetricInfo:
+    """What one metric a suite records means, declared by the suite.
+
+    ``higher_is_better`` orients it for analysis, ranking and searches; ``headline`` is its
+    column label in summary tables (``None``: not a headline; a headline names its ``noise``
+    and is read at the largest stored level); ``noise`` limits the declaration to one noise
+    (``None``: any noise of the suite); ``rank_group`` is the noise group whose ranking
+    (:mod:`nasrobust.analysis.ranking`) it joins; with ``rank_fallback`` it joins only when
+    none of the group's primary metrics is in the table (aggregates such as mCE stand in for
+    the per-corruption accuracies); ``diagnostic`` marks a 0/1 check flag rather than a
+    measurement (left out of analysis tables by default).
+    """
+
+    metric: str
+    higher_is_better: bool
+    headline: str | None = None
+    noise: str | None = None
+    rank_group: str | None = None
+    description: str = ""
+    rank_fallback: bool = False
+    diagnostic: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,7 +102,8 @@ class EvalContext:
 
     @property
     def family(self) -> str:
-        return dataset_family(self.data.info.name)
+        """The dataset's family (``mnist``, ``cifar``, ``imagenet``), as the dataset declares it."""
+        return self.data.info.family
 
     @property
     def n_examples(self) -> int:
@@ -89,11 +119,57 @@ class EvalContext:
 
 
 class NoiseSuite(abc.ABC):
-    """One family of perturbation; subclasses register with ``@SUITES.register(name)``."""
+    """One family of perturbation; subclasses register with ``@SUITES.register(name)``.
+
+    A subclass sets ``name``, ``metrics`` (every metric its :meth:`run` yields), ``Options``
+    (a frozen dataclass of :func:`~nasrobust.options.option` fields) and, optionally,
+    ``cpu_options`` (what the study's ``cpu`` protocol runs). ``SUITE(**options)`` and
+    :meth:`from_options` coerce and check the options; the result is ``self.options``.
+    """
 
     name: ClassVar[str] = ""
-    #: ``(noise, metric, column)`` triples shown in summary tables; the largest stored level is used.
-    headline: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    #: Every metric :meth:`run` records; the most specific declaration (same noise) wins.
+    metrics: ClassVar[tuple[MetricInfo, ...]] = ()
+    #: The suite's options: a frozen dataclass parsed by :func:`nasrobust.options.build_options`.
+    Options: ClassVar[type] = NoOptions
+    #: Options of the study's ``cpu`` protocol: a reduced run that finishes on a laptop.
+    cpu_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+
+    def __init__(self, **options: Any):
+        self.options = build_options(self.Options, options, owner=self.name or type(self).__name__)
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any]) -> "NoiseSuite":
+        """The suite with ``values`` (from the CLI or Python) coerced to :attr:`Options`."""
+        return cls(**values)
+
+    @classmethod
+    def metric_info(cls, noise: str, metric: str) -> MetricInfo:
+        """The declaration of ``metric`` under ``noise``; an undeclared one is a :class:`NasRobustError`."""
+        general = None
+        for info in cls.metrics:
+            if info.metric == metric:
+                if info.noise == noise:
+                    return info
+                if info.noise is None and general is None:
+                    general = info
+        if general is not None:
+            return general
+        noises = sorted(i.noise for i in cls.metrics if i.metric == metric and i.noise is not None)
+        if noises:
+            raise NasRobustError(f"the {cls.name} suite records {metric!r} only under noise {', '.join(noises)}, "
+                                 f"not {noise!r}")
+        raise UnknownNameError(f"{cls.name} metric", metric, {i.metric for i in cls.metrics})
+
+    @classmethod
+    def headlines(cls) -> tuple[MetricInfo, ...]:
+        """The headline metrics, in declaration order (summary-table columns)."""
+        return tuple(info for info in cls.metrics if info.headline is not None)
+
+    @classmethod
+    def selector_options(cls, noise: str, level: float | None) -> dict[str, Any]:
+        """Options that make this suite measure just ``noise`` at ``level`` (a live metric); default: none."""
+        return {}
 
     @abc.abstractmethod
     def protocol(self, ctx: EvalContext) -> Protocol:
@@ -109,6 +185,11 @@ class NoiseSuite(abc.ABC):
     @abc.abstractmethod
     def run(self, model: nn.Module, ctx: EvalContext) -> Iterator[Measurement]:
         """Score ``model`` (an ImageClassifier taking [0, 1] images), yielding as results finish."""
+
+
+def metric_info(suite: str, noise: str, metric: str) -> MetricInfo:
+    """What the registered ``suite`` declares about ``metric`` under ``noise`` (unknown names are errors)."""
+    return SUITES.get(suite).metric_info(noise, metric)
 
 
 def cached_tensor(path: Path, make: Callable[[], Any]) -> Any:

@@ -34,6 +34,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -42,7 +43,7 @@ import torch.nn as nn
 from nasrobust.bounds import METHODS, NORMS, BoundGraph, jacobian_norms
 from nasrobust.errors import NasRobustError, UnknownNameError
 from nasrobust.noise._attacks import FAMILY_DEFAULTS
-from nasrobust.noise.base import SUITES, EvalContext, Measurement, NoiseSuite
+from nasrobust.noise.base import CLEAN, SUITES, EvalContext, Measurement, MetricInfo, NoiseSuite
 from nasrobust.records import Protocol
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,24 @@ class CertifiedSuite(NoiseSuite):
     """
 
     name = SUITE
-    headline = (("ibp_linf", "radius_mean", "IBP Linf radius"),
-                ("jacobian_linf", "jacobian_bound", "Jacobian bound (max eps)"))
+    metrics = (
+        MetricInfo("accuracy", True, noise=CLEAN, rank_group=CLEAN, rank_fallback=True,
+                   description="accuracy on the examples the bounds run on (maybe a subset)"),
+        MetricInfo("radius_mean", True, headline="IBP Linf radius", noise="ibp_linf", rank_group=SUITE,
+                   description="mean certified Linf radius by IBP"),
+        MetricInfo("jacobian_bound", True, headline="Jacobian bound (max eps)", noise="jacobian_linf", rank_group=SUITE,
+                   description="DSRNA's Jacobian bound -(eps/K) sum_k ||grad f_k||_1 (level = eps)"),
+        MetricInfo("radius_mean", True, rank_group=SUITE, description="mean certified radius (0 if misclassified)"),
+        MetricInfo("radius_median", True, rank_group=SUITE, description="median certified radius"),
+        MetricInfo("certified_accuracy", True, rank_group=SUITE,
+                   description="fraction of examples whose label the bound certifies at eps (level)"),
+        MetricInfo("jacobian_norm_mean", False, rank_group=SUITE,
+                   description="mean input-gradient norm (1/K) sum_k ||grad f_k||_q (lower is more robust)"),
+        MetricInfo("jacobian_bound", True, rank_group=SUITE,
+                   description="DSRNA's Jacobian bound -(eps/K) sum_k ||grad f_k||_q (level = eps)"),
+    )
+    #: IBP certified accuracy and radius under Linf, on the first 100 images
+    cpu_options = MappingProxyType({"methods": ("ibp",), "norms": ("linf",), "n_examples": 100})
 
     def __init__(self, methods: Any = None, norms: Any = None, eps_linf: Any = None, eps_l2: Any = None,
                  n_examples: Any = None, batch_size: Any = None, rtol: Any = None):

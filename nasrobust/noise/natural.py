@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -36,12 +38,15 @@ import torch.nn as nn
 
 from nasrobust.errors import NasRobustError
 from nasrobust.inference import predict
-from nasrobust.noise.base import SUITES, EvalContext, Measurement, NoiseSuite, cached_tensor
+from nasrobust.noise.base import CLEAN, SUITES, EvalContext, Measurement, MetricInfo, NoiseSuite, cached_tensor
 from nasrobust.noise.corruptions import CORRUPTION_NAMES, corrupt
 from nasrobust.noise.perturbations import PERTURBATIONS, flip_probability, perturbation_sequence
 from nasrobust.records import Protocol
 
 log = logging.getLogger(__name__)
+
+#: Metrics that rank architectures only when the per-corruption accuracies are not in a table.
+_aggregate = partial(MetricInfo, rank_group="natural", rank_fallback=True)
 
 FP_KINDS = ("translate", "rotate", "scale", "brightness", "gaussian_noise")
 OOD_FOLDERS = ("imagenet-o",)
@@ -74,7 +79,23 @@ class NaturalNoise(NoiseSuite):
     """Common corruptions and perturbation stability."""
 
     name = "natural"
-    headline = (("mean_corruption", "accuracy", "corruption acc"), ("mce", "mce", "mCE"))
+    metrics = (
+        MetricInfo("accuracy", True, noise=CLEAN, rank_group=CLEAN, description="accuracy on the clean test examples"),
+        MetricInfo("accuracy", True, headline="corruption acc", noise="mean_corruption",
+                   description="accuracy averaged over every corruption and severity"),
+        _aggregate("mce", False, headline="mCE", noise="mce",
+                   description="mean corruption error relative to the reference model (Hendrycks & Dietterich 2019)"),
+        MetricInfo("accuracy", True, rank_group="natural",
+                   description="accuracy per corruption and severity (level), or on an extra folder (level 0)"),
+        _aggregate("mean_accuracy", True, description="accuracy of one corruption averaged over its severities"),
+        _aggregate("ce", False, description="corruption error of one corruption relative to the reference model"),
+        _aggregate("relative_ce", False, description="error increase over clean, relative to the reference model's"),
+        _aggregate("relative_mce", False, description="mean relative corruption error"),
+        _aggregate("fp", False, description="ImageNet-P flip probability of the top-1 prediction along a sequence"),
+        _aggregate("aupr", True, description="AUPR of detecting an out-of-distribution folder (ImageNet-O)"),
+    )
+    #: all 15 corruptions at severities 1, 3, 5; no ImageNet-P sequences
+    cpu_options = MappingProxyType({"severities": (1, 3, 5), "fp_kinds": ()})
 
     def __init__(
         self,

@@ -68,7 +68,7 @@ import torch.nn as nn
 from torch.utils.data import Subset
 
 from nasrobust.errors import NasRobustError, UnknownNameError
-from nasrobust.noise.base import SUITES, EvalContext, Measurement, NoiseSuite, cached_tensor
+from nasrobust.noise.base import SUITES, EvalContext, Measurement, MetricInfo, NoiseSuite, cached_tensor
 from nasrobust.records import Protocol, current_versions
 
 log = logging.getLogger(__name__)
@@ -359,7 +359,19 @@ class SystemNoise(NoiseSuite):
     """
 
     name = SUITE
-    headline = (("summary", "mean", "system mean"), ("summary", "worst", "system worst"))
+    metrics = (
+        MetricInfo("accuracy", True, rank_group=SUITE, description="accuracy per (format, decoder, resizer)"),
+        MetricInfo("mean", True, headline="system mean", noise="summary", rank_group=SUITE, rank_fallback=True,
+                   description="mean accuracy over every pair of the grid"),
+        MetricInfo("worst", True, headline="system worst", noise="summary", rank_group=SUITE, rank_fallback=True,
+                   description="lowest accuracy over every pair of the grid"),
+        MetricInfo("mean", True, rank_group=SUITE, rank_fallback=True, description="mean accuracy over the pairs"),
+        MetricInfo("std", False, rank_group=SUITE, rank_fallback=True,
+                   description="population std of accuracy over the pairs (a smaller spread is more robust)"),
+        MetricInfo("worst", True, rank_group=SUITE, rank_fallback=True, description="lowest accuracy over the pairs"),
+    )
+    #: JPEG q96 through every decoder x resizer (PNG left out; decoded images are cached once)
+    cpu_options = MappingProxyType({"formats": ("jpeg",)})
 
     def __init__(
         self,
