@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from _report import emit
 from nasrobust.data import load_dataset, stack
 from nasrobust.models import ImageClassifier
-from nasrobust.noise import _attacks as A
+from nasrobust.noise import attacks as A
 from nasrobust.noise.adversarial import attack_run
+from nasrobust.noise.attacks.autoattack import AUTOATTACK_STAGES
 from nasrobust.space import get_space
 
 ARCH = "nb201:|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|"
@@ -107,7 +108,7 @@ def main() -> None:
         f"| official `pyautoattack.AutoAttack(version='standard')` | {100 * official:.2f}% | {t_official:.0f} |",
         f"| difference (ours - official) | {diff:+.2f} points | |",
         "",
-        f"Survivors (ours) before the first stage and after each of {', '.join(A.AUTOATTACK_STAGES)}: "
+        f"Survivors (ours) before the first stage and after each of {', '.join(AUTOATTACK_STAGES)}: "
         f"{', '.join(map(str, res.survivors))}. Max Linf of the official adversarial examples: {max_linf:.6f}.",
         "",
         f"Criterion |ours - official| <= 0.5 points: **{'PASS' if abs(diff) <= 0.5 + 1e-9 else 'FAIL'}**.",

@@ -9,7 +9,7 @@ size, one torch thread. Two input sets:
 * ``raw`` -- the first test images as they come; the suite attacks only the clean-correct ones
   (misclassified ones are broken already), the bare loop attacks all of them.
 
-"ours" times :func:`~nasrobust.noise._attacks.predict_labels` + :func:`~nasrobust.noise.adversarial.attack_run`
+"ours" times :func:`~nasrobust.noise.attacks.predict_labels` + :func:`~nasrobust.noise.adversarial.attack_run`
 (what ``AdversarialSuite.run`` does per PGD run), reported twice: with the clean prediction
 pass counted, and with it shared (in the suite one clean pass serves every attack run); "bare" is ``for batch: adv = PGD(...)(x, y); model(adv).argmax()``.
 Images/s = input images / wall time; median of ``--repeats`` alternating repeats.
@@ -34,7 +34,7 @@ from _report import emit  # noqa: E402
 from autoattack_check import ARCH, train_small_mnist_model  # noqa: E402  (the same small MNIST network)
 
 from nasrobust.data import stack  # noqa: E402
-from nasrobust.noise import _attacks as A  # noqa: E402
+from nasrobust.noise import attacks as A  # noqa: E402
 from nasrobust.noise.adversarial import attack_run  # noqa: E402
 
 

@@ -40,16 +40,20 @@ class OptionError(NasRobustError, ValueError):
 # ----------------------------------------------------------------------------- declaring
 def option(default: Any = None, help: str = "", *, choices: Iterable[Any] | Callable[[], Iterable[Any]] | None = None,
            ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
-           allow_empty: bool = False, example: str | None = None) -> Any:
+           allow_empty: bool = False, canonical: bool = False, example: str | None = None) -> Any:
     """A dataclass field with what :func:`build_options` checks besides the type.
 
     ``choices`` (a collection, or a callable returning one, e.g. a registry's names) limits a
     value or each item of a tuple; ``ge``/``gt``/``le``/``lt`` bound numbers (each item of a
-    tuple); a tuple must not be empty unless ``allow_empty``; ``example`` is the value shown
-    in error messages (default: the field's default).
+    tuple); a tuple must not be empty unless ``allow_empty``; a repeated tuple item counts
+    once, and ``canonical`` also sorts the items (in the order of ``choices`` when given, else
+    by value), so that equal requests give equal options and protocols; ``example`` is the
+    value shown in error messages (default: the field's default).
     """
     meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt,
-            "allow_empty": allow_empty, "example": example}
+            "allow_empty": allow_empty, "canonical": canonical, "example": example}
+    if isinstance(default, Mapping):  # unhashable: each instance gets its own copy
+        return dataclasses.field(default_factory=lambda: dict(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -121,7 +125,7 @@ def _type_text(tp: Any, plural: bool = False) -> str:
     if origin in (dict, Mapping):
         return "NAME=VALUE pairs"
     names = {bool: ("true or false", "true/false values"), int: ("an integer", "integers"),
-             float: ("a number", "numbers"), str: ("a name", "names")}
+             float: ("a number", "numbers"), str: ("text", "names")}
     if tp in names:
         return names[tp][plural]
     if tp is Any:
@@ -288,6 +292,17 @@ def _check(owner: str, f: dataclasses.Field, value: Any) -> None:
                 raise OptionError(f"{label} must be {rule}, got {item!r}{_example(owner, f)}")
 
 
+def _normalised(f: dataclasses.Field, value: Any) -> Any:
+    """Tuples without repeats; ``canonical`` ones sorted (by ``choices`` order, else by value)."""
+    if not isinstance(value, tuple):
+        return value
+    value = tuple(dict.fromkeys(value))
+    if f.metadata.get("canonical"):
+        choices = _choices(f)
+        return tuple(c for c in choices if c in value) if choices is not None else tuple(sorted(value))
+    return value
+
+
 def _bounds_text(meta: Mapping[str, Any]) -> str:
     parts = [f"{text} {meta[key]:g}" for key, text in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
              if meta.get(key) is not None]
@@ -327,7 +342,7 @@ def build_options(cls: type[T], values: Mapping[str, Any], *, owner: str) -> T:
             got = exc.args[0] if isinstance(exc, _BadItem) else raw
             raise OptionError(f"{owner}.{name}: expected {_type_text(tp)}, got {got!r}{_example(owner, f)}") from None
         _check(owner, f, value)
-        kwargs[name] = value
+        kwargs[name] = _normalised(f, value)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:

@@ -20,11 +20,14 @@ from torch.utils.data import TensorDataset
 from nasrobust.data import DatasetInfo, ImageData, load_dataset, stack
 from nasrobust.errors import NasRobustError, UnknownNameError
 from nasrobust.models import ImageClassifier
-from nasrobust.noise import _attacks as A
+from nasrobust.noise import attacks as A
 from nasrobust.noise.adversarial import (
-    AdversarialOptionError, AdversarialSettings, GradientMaskingWarning, Run, attack_run, cw_distances,
-    finite_median, robust_metrics, sanity_checks, transfer_examples, worst_case,
+    AdversarialSettings, GradientMaskingWarning, Run, attack_run, finite_median, minimal_distances, robust_metrics,
+    sanity_checks, transfer_examples, worst_case,
 )
+from nasrobust.noise.attacks.autoattack import AUTOATTACK_STAGES, autoattack_stages
+from nasrobust.noise.attacks.cw import MinNormCW
+from nasrobust.options import OptionError
 from nasrobust.noise.base import SUITES, EvalContext
 from nasrobust.space import get_space
 
@@ -110,16 +113,17 @@ def test_bad_options_raise_user_errors():
     with pytest.raises(UnknownNameError) as err:
         SUITES.create("adversarial", attacks="pgd_linf,pgd_l3")
     assert isinstance(err.value, NasRobustError)
-    for name in A.ATTACK_NAMES:
+    for name in A.attack_names():
         assert name in str(err.value)
     for bad in (dict(eps_linf=-0.1), dict(eps_l2="abc"), dict(eps_l1=[]), dict(steps=0), dict(restarts="x"),
                 dict(eps_autoattack=(0.1, 0.2)), dict(sanity_tolerance=1.5), dict(transfer_from=42)):
-        with pytest.raises(AdversarialOptionError):
+        with pytest.raises(OptionError):
             SUITES.create("adversarial", **bad)
     with pytest.raises(NasRobustError, match="no checkpoint"):
         SUITES.create("adversarial", transfer_from="/nonexistent/source.pt")
     suite = SUITES.create("adversarial", attacks=["mim", "fgsm"], eps_linf="8/255,1/255", steps="5")
-    assert suite.attacks == ("fgsm", "mim") and suite.eps["linf"] == (1 / 255, 8 / 255) and suite.steps == 5
+    o = suite.options
+    assert o.attacks == ("fgsm", "mim") and o.eps_linf == (1 / 255, 8 / 255) and o.steps == 5
 
 
 def _fake_ctx(name: str, num_classes: int, tmp_path) -> EvalContext:
@@ -149,7 +153,7 @@ def test_family_defaults_and_protocol(tmp_path, data):
 
     p = suite.protocol(_fake_ctx("cifar100", 100, tmp_path))
     assert p.steps == 20 and p.restarts == 1 and p.seed == 0 and p.n_examples == 4
-    assert p.param("eps_linf") == (1 / 255, 4 / 255, 8 / 255) and p.param("attacks") == A.ATTACK_NAMES
+    assert p.param("eps_linf") == (1 / 255, 4 / 255, 8 / 255) and p.param("attacks") == A.attack_names()
     assert p.param("autoattack_targets") == 9 and p.param("square_queries") == 5000 and p.param("apgd_iters") == 100
     assert p.param("step_size") == "0.25 * eps"
     assert p.hash == suite.protocol(_fake_ctx("cifar100", 100, tmp_path)).hash
@@ -160,9 +164,9 @@ def test_autoattack_configuration_matches_official(model):
     from pyautoattack import AutoAttack
 
     official = AutoAttack(model, norm="Linf", eps=0.1, version="standard", seed=0)
-    stages = dict(A.autoattack_stages(model, 0.1, num_classes=10, seed=0))
-    assert list(stages) == list(A.AUTOATTACK_STAGES) == official.attacks_to_run
-    apgd, apgdt, fab, square = (stages[k] for k in A.AUTOATTACK_STAGES)
+    stages = dict(autoattack_stages(model, 0.1, num_classes=10, seed=0))
+    assert list(stages) == list(AUTOATTACK_STAGES) == official.attacks_to_run
+    apgd, apgdt, fab, square = (stages[k] for k in AUTOATTACK_STAGES)
     assert (apgd.steps, apgd.n_restarts, apgd.thr_decr, apgd.loss) == (official.apgd.n_iter, official.apgd.n_restarts, official.apgd.thr_decr, "ce")
     assert (apgdt.steps, apgdt.n_restarts, apgdt.n_target_classes) == (official.apgd_targeted.n_iter, official.apgd_targeted.n_restarts, official.apgd_targeted.n_target_classes)
     assert (fab.steps, fab.n_restarts, fab.n_target_classes, fab.multi_targeted) == (official.fab.n_iter, official.fab.n_restarts, official.fab.n_target_classes, True)
@@ -170,8 +174,8 @@ def test_autoattack_configuration_matches_official(model):
     assert (square.n_queries, square.p_init, square.rescale_schedule, square.loss) == (official.square.n_queries, official.square.p_init, official.square.rescale_schedule, official.square.loss)
     assert (apgd.steps, apgdt.n_target_classes, fab.n_target_classes, square.n_queries) == (100, 9, 9, 5000)
     # 9 targets for 100 classes too (torchattacks would attack n_classes - 1 = 99); 4 with 5 classes
-    assert dict(A.autoattack_stages(model, 0.1, 100, 0))["apgd-t"].n_target_classes == 9
-    assert dict(A.autoattack_stages(model, 0.1, 5, 0))["fab-t"].n_target_classes == 4
+    assert dict(autoattack_stages(model, 0.1, 100, 0))["apgd-t"].n_target_classes == 9
+    assert dict(autoattack_stages(model, 0.1, 5, 0))["fab-t"].n_target_classes == 4
 
 
 # ----------------------------------------------------------------------------- projections
@@ -215,12 +219,12 @@ def test_each_attack_reduces_accuracy_and_sanity_passes(suite_run):
     assert clean > 0.85
     s = suite.settings(ctx)
     for attack in ("fgsm", "pgd_linf", "pgd_l2", "pgd_l1", "mim", "cw_l2"):
-        top = s.eps_of(A.NORM_OF[attack])[-1]
+        top = s.eps_of(A.attack_spec(attack).norm)[-1]
         assert v[attack, top, "accuracy"] < clean - 0.3, attack
-        for e in s.eps_of(A.NORM_OF[attack]):
+        for e in s.eps_of(A.attack_spec(attack).norm):
             acc, ar = v[attack, e, "accuracy"], v[attack, e, "ar"]
             assert 0.0 <= acc <= clean and ar == pytest.approx(acc / clean)
-        curve = [v[attack, e, "accuracy"] for e in s.eps_of(A.NORM_OF[attack])]
+        curve = [v[attack, e, "accuracy"] for e in s.eps_of(A.attack_spec(attack).norm)]
         assert all(b <= a + 2 / N_TEST for a, b in zip(curve, curve[1:])), (attack, curve)  # falls with eps
     # PGD is at least as strong as FGSM, and eps 0 reproduces clean accuracy exactly
     assert v["pgd_linf", 0.0, "accuracy"] == clean and v["pgd_linf", 0.0, "ar"] == 1.0
@@ -246,7 +250,7 @@ def test_each_attack_reduces_accuracy_and_sanity_passes(suite_run):
 def test_norms_and_box_respected(attack, model, data):
     x, y = stack(data.test)
     x, y = x[:N_TEST], y[:N_TEST]
-    eps = {"linf": 0.2, "l2": 1.5, "l1": 8.0}[A.NORM_OF[attack]]
+    eps = {"linf": 0.2, "l2": 1.5, "l1": 8.0}[A.attack_spec(attack).norm]
     seen = []
     correct = A.predict_labels(model, x, CPU, 64) == y
     res = attack_run(model, x, y, correct, attack, eps, batch_size=16, seed=3, settings=A.AttackSettings(steps=10),
@@ -254,7 +258,7 @@ def test_norms_and_box_respected(attack, model, data):
     assert sum(len(i) for i, _ in seen) == int(correct.sum())
     for idx, adv in seen:
         assert adv.min() >= 0.0 and adv.max() <= 1.0
-        norms = A.lp_norms(adv - x[idx], A.NORM_OF[attack])
+        norms = A.lp_norms(adv - x[idx], A.attack_spec(attack).norm)
         assert torch.all(norms <= eps + 1e-5 * max(1.0, eps)), (attack, norms.max().item())
     assert res.outside_budget == 0 and res.robust.sum() < correct.sum()
 
@@ -291,12 +295,13 @@ def test_cw_distances_are_real_adversarial_distances(model, data):
     x, y = x[:16], y[:16]
     correct = A.predict_labels(model, x, CPU, 64) == y
     with A.attack_mode(model):
-        adv, d = A.MinNormCW(model, steps=40).distances(x[correct], y[correct])
+        adv, d = MinNormCW(model, steps=40).distances(x[correct], y[correct])
     found = torch.isfinite(d)
     assert found.float().mean() > 0.8
     assert torch.all(model(adv[found]).argmax(1) != y[correct][found])
     assert torch.allclose(A.lp_norms(adv[found] - x[correct][found], "l2"), d[found])
-    dist = cw_distances(model, x[:6], y[:6], correct[:6], batch_size=4, settings=A.AttackSettings(cw_steps=10, cw_search_steps=0))
+    dist = minimal_distances(model, x[:6], y[:6], correct[:6], batch_size=4,
+                             settings=A.AttackSettings(cw_steps=10, cw_search_steps=0))
     assert torch.all(dist[~correct[:6]] == 0) and torch.all(dist[correct[:6]] > 0)
     assert finite_median(torch.tensor([0.0, 1.0, 3.0, math.inf])) == 2.0
     assert finite_median(torch.tensor([1.0, math.inf, math.inf])) is None
@@ -361,7 +366,7 @@ def test_transfer_helper_stays_in_the_ball(model, data):
     for attack, eps in (("pgd_l1", 5.0), ("pgd_l2", 1.0), ("fgsm", 0.1)):
         adv = transfer_examples(model, x, y, attack, eps, batch_size=8, settings=A.AttackSettings(steps=5))
         assert adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
-        assert torch.all(A.lp_norms(adv - x, A.NORM_OF[attack]) <= eps + 1e-5 * max(1.0, eps))
+        assert torch.all(A.lp_norms(adv - x, A.attack_spec(attack).norm) <= eps + 1e-5 * max(1.0, eps))
     with pytest.raises(UnknownNameError):
         transfer_examples(model, x, y, "cw_l2", 1.0)
 

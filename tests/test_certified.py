@@ -21,9 +21,10 @@ from nasrobust.bounds import BoundGraph, jacobian_norms
 from nasrobust.data import load_dataset, stack
 from nasrobust.errors import UnknownNameError
 from nasrobust.models import ImageClassifier
-from nasrobust.noise._attacks import FAMILY_DEFAULTS
+from nasrobust.noise.attacks import FAMILY_DEFAULTS
 from nasrobust.noise.base import SUITES, EvalContext
-from nasrobust.noise.certified import CertifiedOptionError, CertifiedSuite
+from nasrobust.noise.certified import CertifiedSuite
+from nasrobust.options import OptionError
 from nasrobust.space import get_space
 
 N_TEST = 32
@@ -175,7 +176,7 @@ def test_runs_on_a_space_network(mnist, test_batch, tmp_path):
 # ---------------------------------------------------------------------------- options and applicability
 @pytest.mark.parametrize("dataset, family", [("mnist5k", "mnist"), ("cifar10", "cifar"), ("imagefolder", "imagenet")])
 def test_budgets_follow_the_adversarial_suite(dataset, family, tmp_path):
-    data = SimpleNamespace(info=SimpleNamespace(name=dataset, split="test", num_classes=10))
+    data = SimpleNamespace(info=SimpleNamespace(name=dataset, split="test", num_classes=10, family=family))
     ctx = EvalContext(data, torch.zeros(5, 3, 8, 8), torch.zeros(5, dtype=torch.long), tmp_path, torch.device("cpu"))
     s = CertifiedSuite().settings(ctx)
     assert s.budgets("linf") == FAMILY_DEFAULTS[family].linf and s.budgets("l2") == FAMILY_DEFAULTS[family].l2
@@ -186,13 +187,14 @@ def test_budgets_follow_the_adversarial_suite(dataset, family, tmp_path):
 
 def test_options():
     s = CertifiedSuite(methods="crown-ibp, ibp", norms=["l2"], eps_l2="1/2,0.25", n_examples="7", rtol="0.05")
-    assert s.methods == ("ibp", "crown-ibp") and s.norms == ("l2",) and s.eps["l2"] == (0.25, 0.5)
-    assert s.n_examples == 7 and s.rtol == 0.05
+    o = s.options
+    assert o.methods == ("ibp", "crown-ibp") and o.norms == ("l2",) and o.eps_l2 == (0.25, 0.5)
+    assert o.n_examples == 7 and o.rtol == 0.05
     with pytest.raises(UnknownNameError, match="crown-ibp"):
         CertifiedSuite(methods="crown_ibp")
-    with pytest.raises(CertifiedOptionError, match="> 0"):
+    with pytest.raises(OptionError, match="> 0"):
         CertifiedSuite(eps_linf="0")
-    with pytest.raises(CertifiedOptionError, match="positive int"):
+    with pytest.raises(OptionError, match="positive int"):
         CertifiedSuite(n_examples=0)
 
 

@@ -99,12 +99,13 @@ def _ctx(data, images, labels, cache: Path) -> EvalContext:
 def test_registered_with_defaults():
     suite = SUITES.create("system")
     assert isinstance(suite, S.SystemNoise)
-    assert suite.formats == ("png", "jpeg") and suite.jpeg_quality == 96 and suite.jpeg_subsampling == "4:4:4"
+    assert suite.options.formats == ("png", "jpeg") and suite.options.jpeg_quality == 96
+    assert suite.options.jpeg_subsampling == "4:4:4"
     assert len(S.RESIZERS) == 11 and set(S.DECODERS) == {"pil", "opencv", "ffmpeg"}
     parsed = SUITES.create("system", formats="jpeg", resizers="pil_box, opencv_area", decoders=["pil"])
     assert parsed.pairs() == [("jpeg", "pil", "pil_box"), ("jpeg", "pil", "opencv_area")]
     from_cli = SUITES.create("system", jpeg_quality="75", resolutions="24,32", source_scale="2")
-    assert (from_cli.jpeg_quality, from_cli.resolutions, from_cli.source_scale) == (75, (24, 32), 2)
+    assert (from_cli.options.jpeg_quality, from_cli.options.resolutions, from_cli.options.source_scale) == (75, (24, 32), 2)
 
 
 @pytest.mark.parametrize("kwargs, listed", [
@@ -272,7 +273,7 @@ def test_suite_on_mnist_end_to_end(mnist, mnist_test, trained, tmp_path):
         assert out[(noise, level, "worst")] == min(vals)
 
     # PNG is lossless and identical across decoders, so the decoder does not matter there
-    for r in suite.resizers:
+    for r in suite.options.resizers:
         assert len({accs[("png", d, r)] for d in suite.active_decoders()}) == 1
 
     # one pair re-implemented with the libraries directly: JPEG q96 -> cv2.imdecode -> cv2 INTER_AREA
@@ -335,7 +336,7 @@ def test_colour_tensor_dataset_keeps_rgb(photo_patches, tmp_path):
     data = ImageData(info, TensorDataset(x, y), TensorDataset(x, y))
     ctx = _ctx(data, x, y, tmp_path)
     suite = S.SystemNoise(formats="png", resizers="pil_bicubic,opencv_linear")
-    for resizer in suite.resizers:
+    for resizer in suite.options.resizers:
         ref = suite.images(ctx, "png", "pil", resizer, 32)
         assert ref.shape == (len(small), 3, 32, 32)
         manual = [S.RESIZERS[resizer](S.camera_image(a, 4), (32, 32)) for a in small]
@@ -413,7 +414,7 @@ def test_memory_bound_groups_give_the_same_images(mnist, mnist_test, tmp_path):
     small = S.SystemNoise(memory_mb=1, **opts)
     small.prepare(_ctx(mnist, x, y, tmp_path / "a"))
     big = S.SystemNoise(**opts)
-    for r in big.resizers:
+    for r in big.options.resizers:
         a = small.images(_ctx(mnist, x, y, tmp_path / "a"), "jpeg", "opencv", r, 100)
         b = big.images(_ctx(mnist, x, y, tmp_path / "b"), "jpeg", "opencv", r, 100)
         assert a.shape == (N_TEST, 1, 100, 100) and torch.equal(a, b)

@@ -40,7 +40,10 @@ What it measures, per attack and budget ``eps`` (noise = attack name, level = ep
   examples on small subsets) -- paired comparisons on the same examples differ by a few
   points through random starts and step schedules, not more.
 
-Protocol (DESIGN.md; per family defaults in :data:`~nasrobust.noise._attacks.FAMILY_DEFAULTS`):
+The attacks are registered specs (:mod:`nasrobust.noise.attacks`, one module per attack): the suite
+reads each one's norm, random start, transferability and sanity-check role, never its name.
+
+Protocol (DESIGN.md; per family defaults in :data:`~nasrobust.noise.attacks.FAMILY_DEFAULTS`):
 PGD 20 steps of eps/4 from a random start (torchattacks ``PGD``/``PGDL2``; our sparse-L1
 PGD), MIM 20 steps of eps/4 with decay 1.0 (``MIFGSM``), FGSM (``FGSM``), CW-L2 min-norm
 search over ``c`` on torchattacks' ``CW``, AutoAttack "standard" (official arguments on
@@ -64,7 +67,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import numbers
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -75,86 +77,46 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nasrobust.errors import NasRobustError, UnknownNameError
-from nasrobust.noise import _attacks as A
+from nasrobust.errors import UnknownNameError
+from nasrobust.noise.attacks import (
+    ATTACKS, FAMILY_DEFAULTS, AttackSettings, CascadeResult, attack_mode, attack_names, attack_spec, budget_tolerance,
+    derive_seed, predict_labels, project, run_cascade, sanitize, seeded_global_rng, within_budget, zero_gradient_mask,
+)
 from nasrobust.noise.base import CLEAN, SUITES, EvalContext, Measurement, MetricInfo, NoiseSuite, cached_tensor
+from nasrobust.options import option
 from nasrobust.records import Protocol
 
 log = logging.getLogger(__name__)
 
 SUITE = "adversarial"
 DEFAULT_TOLERANCE = 0.005
-#: The attack run at eps 0 (the ``eps0_equals_clean`` check) and those also run at AutoAttack's eps.
-EPS0_ATTACK = "pgd_linf"
-COMPARED_WITH_AUTOATTACK: tuple[str, ...] = ("pgd_linf", "fgsm")
 SANITY_CHECKS: tuple[str, ...] = (
     "eps0_equals_clean", "monotonic_in_eps", "aa_le_pgd_le_fgsm", "square_gain_small",
     "whitebox_le_transfer", "no_zero_gradients",
 )
 
 
-class AdversarialOptionError(NasRobustError, ValueError):
-    """An option of the adversarial suite that cannot be used; says what to pass instead."""
-
-
 class GradientMaskingWarning(UserWarning):
     """A sanity check of the adversarial suite failed: the robust accuracy may be overestimated."""
 
 
-# ----------------------------------------------------------------------------- options
-def _parse_eps(value: Any, what: str) -> tuple[float, ...] | None:
-    """Budgets from a float, a sequence, or a CLI string such as ``"1/255,4/255,8/255"``."""
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else (value if isinstance(value, (list, tuple)) else [value])
-    out = []
-    for item in items:
-        try:
-            if isinstance(item, str):
-                num, _, den = item.strip().partition("/")
-                eps = float(num) / float(den) if den else float(num)
-            else:
-                eps = float(item)
-        except (TypeError, ValueError, ZeroDivisionError):
-            raise AdversarialOptionError(f"{what}: cannot read {item!r} as a budget; pass numbers such as 0.3 or '8/255'") from None
-        if not math.isfinite(eps) or eps <= 0:
-            raise AdversarialOptionError(f"{what} must be finite and > 0, got {item!r} (eps 0 is run as a sanity check already)")
-        out.append(eps)
-    if not out:
-        raise AdversarialOptionError(f"{what} is empty; give at least one budget or leave it unset for the defaults")
-    return tuple(sorted(set(out)))
+@dataclass(frozen=True)
+class AdversarialOptions:
+    """Options of the adversarial suite (``None``: the dataset family's default)."""
 
-
-def _parse_attacks(value: Any) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    names = [n.strip() for n in value.split(",")] if isinstance(value, str) else [str(n) for n in value]
-    names = [n for n in names if n]
-    if not names:
-        raise AdversarialOptionError(f"attacks is empty; choose from {', '.join(A.ATTACK_NAMES)}")
-    for n in names:
-        if n not in A.ATTACK_NAMES:
-            raise UnknownNameError("attack", n, A.ATTACK_NAMES)
-    return tuple(n for n in A.ATTACK_NAMES if n in names)  # canonical order
-
-
-def _positive_int(value: Any, what: str) -> int | None:
-    if value is None:
-        return None
-    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not (integral or (isinstance(value, str) and value.strip().isdigit())) or int(value) < 1:
-        raise AdversarialOptionError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _fraction(value: Any, what: str) -> float:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        f = math.nan
-    if isinstance(value, bool) or not 0 <= f < 1:
-        raise AdversarialOptionError(f"{what} is a fraction of accuracy in [0, 1), got {value!r}")
-    return f
+    attacks: tuple[str, ...] | None = option(None, "attacks to run (default: every registered attack)",
+                                             choices=attack_names, canonical=True, example="pgd_linf,fgsm")
+    eps_linf: tuple[float, ...] | None = option(None, "Linf budgets", gt=0, canonical=True, example="1/255,8/255")
+    eps_l2: tuple[float, ...] | None = option(None, "L2 budgets", gt=0, canonical=True, example="0.5,1")
+    eps_l1: tuple[float, ...] | None = option(None, "L1 budgets", gt=0, canonical=True, example="5,10")
+    eps_autoattack: float | None = option(None, "the single budget of AutoAttack (single-budget attacks)", gt=0,
+                                          example="8/255")
+    steps: int = option(AttackSettings.steps, "PGD / MIM steps", ge=1)
+    restarts: int = option(1, "runs of each random-start attack, each on the survivors of the last", ge=1)
+    cw_steps: int = option(AttackSettings.cw_steps, "Adam steps per CW run", ge=1)
+    sanity_tolerance: float = option(DEFAULT_TOLERANCE, "accuracy slack of the sanity checks", ge=0, lt=1)
+    transfer_from: nn.Module | str | os.PathLike | None = option(
+        None, "source model (or stand-alone checkpoint path) of transfer attacks", example="runs/source")
 
 
 @dataclass(frozen=True)
@@ -179,35 +141,38 @@ class AdversarialSettings:
     restarts: int
     tolerance: float
     num_classes: int
-    attack: A.AttackSettings = field(default_factory=A.AttackSettings)
+    attack: AttackSettings = field(default_factory=AttackSettings)
     transfer_attacks: tuple[str, ...] = ()
 
     def eps_of(self, norm: str) -> tuple[float, ...]:
         return {"linf": self.eps_linf, "l2": self.eps_l2, "l1": self.eps_l1}[norm]
 
     def budgets(self, attack: str) -> tuple[float, ...]:
-        """The eps an attack runs at: its norm's budgets (AutoAttack: its single eps), plus the
-        extra points the sanity checks compare (eps 0 for PGD-Linf, AutoAttack's eps for PGD and FGSM)."""
-        if attack == "autoattack":
+        """The eps an attack runs at: its norm's budgets (a single-budget attack: ``eps_autoattack``),
+        plus the points the sanity checks compare (eps 0 for the eps-0 check; the single budget for
+        attacks in the strength order, when a single-budget attack of their norm runs)."""
+        spec = attack_spec(attack)
+        if spec.single_budget:
             return (self.eps_autoattack,)
-        eps = set(self.eps_of(A.NORM_OF[attack]))
-        if attack in COMPARED_WITH_AUTOATTACK and "autoattack" in self.attacks:
+        eps = set(self.eps_of(spec.norm))
+        if spec.strength is not None and any(
+                attack_spec(a).single_budget and attack_spec(a).norm == spec.norm for a in self.attacks):
             eps.add(self.eps_autoattack)
-        if attack == EPS0_ATTACK:
+        if spec.zero_budget_check:
             eps.add(0.0)
         return tuple(sorted(eps))
 
     def white_box_runs(self) -> list[Run]:
         """Every (attack, eps) in run order."""
-        return [Run(a, a, A.NORM_OF[a], e) for a in self.attacks for e in self.budgets(a)]
+        return [Run(a, a, attack_spec(a).norm, e) for a in self.attacks for e in self.budgets(a)]
 
     def transfer_runs(self) -> list[Run]:
-        return [Run(f"transfer/{name}", name, A.NORM_OF[name], e) for name in self.transfer_attacks
-                for e in self.eps_of(A.NORM_OF[name])]
+        return [Run(f"transfer/{name}", name, attack_spec(name).norm, e) for name in self.transfer_attacks
+                for e in self.eps_of(attack_spec(name).norm)]
 
     def tiers(self) -> list[dict[str, float]]:
         """Tier t -> per-norm budget (sorted budgets; a shorter list repeats its largest)."""
-        norms = sorted({A.NORM_OF[a] for a in self.attacks + self.transfer_attacks})
+        norms = sorted({attack_spec(a).norm for a in self.attacks + self.transfer_attacks})
         k = max((len(self.eps_of(n)) for n in norms), default=0)
         return [{n: self.eps_of(n)[min(t, len(self.eps_of(n)) - 1)] for n in norms} for t in range(k)]
 
@@ -216,18 +181,16 @@ class AdversarialSettings:
 class AdversarialSuite(NoiseSuite):
     """FGSM, PGD-Linf/L2/L1, MIM, CW-L2 and AutoAttack-standard at several budgets, with AR, WCAR and sanity checks.
 
-    Options (``None`` = the dataset family's default): ``attacks`` (subset of
-    fgsm, pgd_linf, pgd_l2, pgd_l1, mim, cw_l2, autoattack), ``eps_linf``/``eps_l2``/``eps_l1``
-    (budgets per norm), ``eps_autoattack``, ``steps`` (PGD/MIM, 20), ``restarts`` (random-start
-    attacks, 1), ``cw_steps`` (100), ``sanity_tolerance`` (0.005), ``transfer_from`` (a source
-    model, or a stand-alone checkpoint path, for transfer attacks). On the CLI:
-    ``--suite-option adversarial.attacks=pgd_linf,fgsm --suite-option adversarial.eps_linf=1/255,8/255``.
+    Options: :class:`AdversarialOptions` (attacks from :data:`~nasrobust.noise.attacks.ATTACKS`).
+    On the CLI: ``--suite-option adversarial.attacks=pgd_linf,fgsm --suite-option
+    adversarial.eps_linf=1/255,8/255``.
 
     A unit the evaluator left half-done is recomputed whole: WCAR and the sanity checks need
     the per-example results of every run.
     """
 
     name = SUITE
+    Options = AdversarialOptions
     metrics = (
         MetricInfo("accuracy", True, headline="clean acc", noise=CLEAN, rank_group=CLEAN,
                    description="accuracy on the unperturbed test examples (all of them)"),
@@ -249,71 +212,56 @@ class AdversarialSuite(NoiseSuite):
     #: no PGD-L2/L1, CW or AutoAttack: minutes per subnet on a CPU.
     cpu_options = MappingProxyType({"attacks": ("fgsm", "pgd_linf"), "eps_linf": (0.1,), "steps": 10})
 
-    def __init__(self, attacks: str | Sequence[str] | None = None, eps_linf: Any = None, eps_l2: Any = None,
-                 eps_l1: Any = None, eps_autoattack: Any = None, steps: int | None = None, restarts: int | None = None,
-                 cw_steps: int | None = None, sanity_tolerance: float | None = None,
-                 transfer_from: nn.Module | None = None):
-        self.attacks = _parse_attacks(attacks)
-        self.eps = {"linf": _parse_eps(eps_linf, "eps_linf"), "l2": _parse_eps(eps_l2, "eps_l2"),
-                    "l1": _parse_eps(eps_l1, "eps_l1")}
-        aa = _parse_eps(eps_autoattack, "eps_autoattack")
-        if aa is not None and len(aa) != 1:
-            raise AdversarialOptionError(f"eps_autoattack takes one budget (AutoAttack runs at a single eps), got {aa}")
-        self.eps_autoattack = aa[0] if aa else None
-        self.steps = _positive_int(steps, "steps")
-        self.restarts = _positive_int(restarts, "restarts")
-        self.cw_steps = _positive_int(cw_steps, "cw_steps")
-        self.tolerance = DEFAULT_TOLERANCE if sanity_tolerance is None else _fraction(sanity_tolerance, "sanity_tolerance")
-        if isinstance(transfer_from, (str, os.PathLike)):
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        source = self.options.transfer_from
+        if isinstance(source, (str, os.PathLike)):
             from nasrobust import checkpoint
 
-            transfer_from, _ = checkpoint.load_model(transfer_from)  # raises a NasRobustError for a bad file
-        if transfer_from is not None and not isinstance(transfer_from, nn.Module):
-            raise AdversarialOptionError("transfer_from must be a source model (nn.Module taking [0, 1] images) "
-                                         "or the path of a stand-alone checkpoint")
-        self.transfer_from = transfer_from
+            source, _ = checkpoint.load_model(source)  # raises a NasRobustError for a bad file
+        self.transfer_from: nn.Module | None = source
         self._source_id: str | None = None
 
     @classmethod
     def selector_options(cls, noise: str, level: float | None) -> dict[str, Any]:
         """A live metric of one attack at one eps runs just that attack at that eps."""
-        if noise not in A.NORM_OF or not level:
+        if noise not in ATTACKS or not level:
             return {}
-        key = "eps_autoattack" if noise == "autoattack" else f"eps_{A.NORM_OF[noise]}"
-        return {"attacks": noise, key: float(level)}
+        spec = attack_spec(noise)
+        return {"attacks": noise, "eps_autoattack" if spec.single_budget else f"eps_{spec.norm}": float(level)}
 
     # ------------------------------------------------------------------ protocol
     def settings(self, ctx: EvalContext) -> AdversarialSettings:
         """Options resolved for ``ctx``'s dataset family."""
-        family = ctx.family
-        defaults = A.FAMILY_DEFAULTS.get(family, A.FAMILY_DEFAULTS["imagenet"])
-        attacks = self.attacks or A.ATTACK_NAMES
-        base = A.AttackSettings()
-        attack = replace(base, steps=self.steps or base.steps, cw_steps=self.cw_steps or base.cw_steps)
-        transfer = tuple(a for a in attacks if a in A.TRANSFERABLE) if self.transfer_from is not None else ()
+        o = self.options
+        defaults = FAMILY_DEFAULTS.get(ctx.family, FAMILY_DEFAULTS["imagenet"])
+        attacks = o.attacks or attack_names()
+        attack = replace(AttackSettings(), steps=o.steps, cw_steps=o.cw_steps)
+        transfer = tuple(a for a in attacks if attack_spec(a).transferable) if self.transfer_from is not None else ()
         return AdversarialSettings(
             attacks=attacks,
-            eps_linf=self.eps["linf"] or defaults.linf, eps_l2=self.eps["l2"] or defaults.l2,
-            eps_l1=self.eps["l1"] or defaults.l1, eps_autoattack=self.eps_autoattack or defaults.autoattack,
-            restarts=self.restarts or 1, tolerance=self.tolerance, num_classes=int(ctx.data.info.num_classes),
+            eps_linf=o.eps_linf or defaults.linf, eps_l2=o.eps_l2 or defaults.l2,
+            eps_l1=o.eps_l1 or defaults.l1, eps_autoattack=o.eps_autoattack or defaults.autoattack,
+            restarts=o.restarts, tolerance=o.sanity_tolerance, num_classes=int(ctx.data.info.num_classes),
             attack=attack, transfer_attacks=transfer,
         )
 
     def protocol(self, ctx: EvalContext) -> Protocol:
         s = self.settings(ctx)
         a = s.attack
-        aa = A.AUTOATTACK_STANDARD
+        params: dict[str, Any] = {}
+        for name in attack_names():  # every registered attack's settings, so adding one to a run keeps them
+            for key, value in attack_spec(name).params(a, s.num_classes).items():
+                if params.setdefault(key, value) != value:
+                    raise ValueError(f"attack {name!r} records protocol parameter {key!r} as {value!r}, "
+                                     f"another attack as {params[key]!r}")
         return Protocol.make(
             steps=a.steps, restarts=s.restarts, seed=ctx.seed, n_examples=ctx.n_examples,
             params={
+                **params,
                 "family": ctx.family, "attacks": s.attacks,
                 "eps_linf": s.eps_linf, "eps_l2": s.eps_l2, "eps_l1": s.eps_l1, "eps_autoattack": s.eps_autoattack,
-                "step_size": f"{a.step_fraction:g} * eps", "random_start": "pgd_linf,pgd_l2,pgd_l1",
-                "mim_decay": a.mim_decay, "pgd_l1_sparsity": a.l1_sparsity,
-                "cw_c_grid": a.cw_c_grid, "cw_search_steps": a.cw_search_steps, "cw_steps": a.cw_steps,
-                "cw_lr": a.cw_lr, "cw_kappa": a.cw_kappa,
-                "autoattack": "standard", "autoattack_targets": min(aa["targets"], s.num_classes - 1),
-                "apgd_iters": aa["apgd_iters"], "fab_iters": aa["fab_iters"], "square_queries": aa["square_queries"],
+                "random_start": ",".join(n for n in attack_names() if attack_spec(n).random_start),
                 "attacked": "clean-correct only", "sanity_tolerance": s.tolerance,
                 "rng": "per-run torch.random.fork_rng seeded from sha256(seed, attack, eps); pgd_l1 torch.Generator",
                 "wcar_tiers": "union of per-norm balls at the t-th budget; runs of that norm with eps <= budget",
@@ -351,12 +299,12 @@ class AdversarialSuite(NoiseSuite):
         device = torch.device(ctx.device)
         model.to(device)
         labels = ctx.labels.cpu()
-        clean_correct = A.predict_labels(model, ctx.images, device, ctx.batch_size) == labels
-        yield Measurement("clean", 0.0, "accuracy", float(clean_correct.double().mean()))
+        clean_correct = predict_labels(model, ctx.images, device, ctx.batch_size) == labels
+        yield Measurement(CLEAN, 0.0, "accuracy", float(clean_correct.double().mean()))
         results: dict[Run, torch.Tensor] = {}
         extras: dict[str, Any] = {}
         for run in s.white_box_runs():
-            if run.attack == "cw_l2":
+            if attack_spec(run.attack).minimal:
                 continue  # one min-norm run scored at every eps, below
             res = attack_run(model, ctx.images, labels, clean_correct, run.attack, run.eps, device=device,
                              batch_size=ctx.batch_size, seed=derive_run_seed(ctx.seed, "white-box", run),
@@ -364,8 +312,8 @@ class AdversarialSuite(NoiseSuite):
             results[run] = res.robust
             extras[f"{run.attack}_survivors"] = res.survivors
             yield from _robust_measurements(run, res.robust, clean_correct)
-        if "cw_l2" in s.attacks:
-            yield from self._cw(model, ctx, s, labels, clean_correct, results)
+        for name in (a for a in s.attacks if attack_spec(a).minimal):
+            yield from self._minimal(name, model, ctx, s, labels, clean_correct, results)
         for run in s.transfer_runs():
             x_adv = self._transfer_images(ctx, s, run)
             results[run] = transfer_robust(model, ctx.images, x_adv, labels, clean_correct, run.norm, run.eps,
@@ -373,8 +321,8 @@ class AdversarialSuite(NoiseSuite):
             yield from _robust_measurements(run, results[run], clean_correct)
         yield from _worst_case_measurements(results, clean_correct, s.tiers())
         if clean_correct.any():
-            with A.attack_mode(model):
-                zero = A.zero_gradient_mask(model, ctx.images, labels, clean_correct.nonzero().flatten(), device, ctx.batch_size)
+            with attack_mode(model):
+                zero = zero_gradient_mask(model, ctx.images, labels, clean_correct.nonzero().flatten(), device, ctx.batch_size)
             extras["zero_gradients"] = int(zero.sum())
         for check in sanity_checks(results, float(clean_correct.double().mean()), ctx.n_examples, s, extras):
             if not check.passed:
@@ -382,22 +330,23 @@ class AdversarialSuite(NoiseSuite):
                               "masking; the robust accuracies may be overestimated", GradientMaskingWarning, stacklevel=2)
             yield Measurement("sanity", 0.0, check.name, 1.0 if check.passed else 0.0)
 
-    def _cw(self, model: nn.Module, ctx: EvalContext, s: AdversarialSettings, labels: torch.Tensor,
-            clean_correct: torch.Tensor, results: dict[Run, torch.Tensor]) -> Iterator[Measurement]:
-        """One minimal-perturbation CW run; an example is broken at eps iff CW's distance is <= eps."""
-        dist = cw_distances(model, ctx.images, labels, clean_correct, device=ctx.device, batch_size=ctx.batch_size,
-                            seed=A.derive_seed(ctx.seed, "white-box", "cw_l2"), settings=s.attack)
-        for run in (r for r in s.white_box_runs() if r.attack == "cw_l2"):
-            results[run] = clean_correct & (dist > run.eps + A.budget_tolerance(run.eps))
+    def _minimal(self, attack: str, model: nn.Module, ctx: EvalContext, s: AdversarialSettings, labels: torch.Tensor,
+                 clean_correct: torch.Tensor, results: dict[Run, torch.Tensor]) -> Iterator[Measurement]:
+        """One minimal-perturbation run; an example is broken at eps iff its distance is <= eps."""
+        dist = minimal_distances(model, ctx.images, labels, clean_correct, attack=attack, device=ctx.device,
+                                 batch_size=ctx.batch_size, seed=derive_seed(ctx.seed, "white-box", attack),
+                                 settings=s.attack, num_classes=s.num_classes)
+        for run in (r for r in s.white_box_runs() if r.attack == attack):
+            results[run] = clean_correct & (dist > run.eps + budget_tolerance(run.eps))
             yield from _robust_measurements(run, results[run], clean_correct)
         median = finite_median(dist)
         if median is not None:
-            yield Measurement("cw_l2", 0.0, "median_l2", median)
+            yield Measurement(attack, 0.0, f"median_{attack_spec(attack).norm}", median)
 
 
 # ----------------------------------------------------------------------------- building blocks
 def derive_run_seed(seed: int, kind: str, run: Run) -> int:
-    return A.derive_seed(seed, kind, run.attack, float(run.eps))
+    return derive_seed(seed, kind, run.attack, float(run.eps))
 
 
 def model_digest(model: nn.Module) -> str:
@@ -412,36 +361,38 @@ def model_digest(model: nn.Module) -> str:
 
 def attack_run(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, clean_correct: torch.Tensor, attack: str,
                eps: float, *, device: torch.device | str = "cpu", batch_size: int = 256, seed: int = 0,
-               settings: A.AttackSettings | None = None, num_classes: int = 10, restarts: int = 1,
-               on_batch: Any = None) -> A.CascadeResult:
+               settings: AttackSettings | None = None, num_classes: int = 10, restarts: int = 1,
+               on_batch: Any = None) -> CascadeResult:
     """Robust mask of one eps-bounded attack: the suite's path for every run (also used by benchmarks).
 
     Attacks the ``clean_correct`` examples only; random-start attacks get ``restarts`` stages
     (each on the survivors of the previous, with its own seed). Deterministic in ``seed``.
     """
     device = torch.device(device)
-    settings = settings or A.AttackSettings()
-    n_stages = restarts if attack in A.RANDOM_START else 1
-    with A.attack_mode(model), A.seeded_global_rng(seed, device):
-        stages = [st for r in range(n_stages)
-                  for _, st in A.build_attack(attack, model, eps, settings, num_classes, A.derive_seed(seed, r))]
-        return A.run_cascade(model, stages, images, labels, clean_correct, A.NORM_OF[attack], eps, device, batch_size, on_batch)
+    spec = attack_spec(attack)
+    n_stages = restarts if spec.random_start else 1
+    with attack_mode(model), seeded_global_rng(seed, device):
+        stages = [st for r in range(n_stages) for _, st in spec(model, eps, settings, num_classes, derive_seed(seed, r))]
+        return run_cascade(model, stages, images, labels, clean_correct, spec.norm, eps, device, batch_size, on_batch)
 
 
-def cw_distances(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, clean_correct: torch.Tensor, *,
-                 device: torch.device | str = "cpu", batch_size: int = 256, seed: int = 0,
-                 settings: A.AttackSettings | None = None) -> torch.Tensor:
-    """Minimal L2 distance CW found per example (0 for clean-misclassified, inf where none was found)."""
+def minimal_distances(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, clean_correct: torch.Tensor, *,
+                      attack: str = "cw_l2", device: torch.device | str = "cpu", batch_size: int = 256, seed: int = 0,
+                      settings: AttackSettings | None = None, num_classes: int = 10) -> torch.Tensor:
+    """Minimal distance a minimal-perturbation ``attack`` found per example (0 for clean-misclassified,
+    inf where none was found), in the attack's norm."""
+    spec = attack_spec(attack)
+    if not spec.minimal:
+        raise UnknownNameError("minimal-perturbation attack", attack, [a for a in attack_names() if attack_spec(a).minimal])
     device = torch.device(device)
-    s = settings or A.AttackSettings()
     dist = torch.zeros(len(images), dtype=torch.float64)
     dist[clean_correct] = math.inf
     idx = clean_correct.nonzero().flatten()
-    with A.attack_mode(model), A.seeded_global_rng(seed, device):
-        cw = A.MinNormCW(model, s.cw_c_grid, s.cw_steps, s.cw_lr, s.cw_search_steps, s.cw_kappa)
+    with attack_mode(model), seeded_global_rng(seed, device):
+        (_, stage), = spec(model, 0.0, settings, num_classes, seed)
         for start in range(0, len(idx), batch_size):
             b = idx[start:start + batch_size]
-            _, d = cw.distances(images[b].to(device), labels[b].to(device))
+            _, d = stage.distances(images[b].to(device), labels[b].to(device))
             dist[b] = d.cpu()
     return dist
 
@@ -458,20 +409,21 @@ def finite_median(dist: torch.Tensor) -> float | None:
 
 def transfer_examples(source: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack: str, eps: float, *,
                       device: torch.device | str = "cpu", batch_size: int = 256, seed: int = 0,
-                      settings: A.AttackSettings | None = None, num_classes: int = 10) -> torch.Tensor:
+                      settings: AttackSettings | None = None, num_classes: int = 10) -> torch.Tensor:
     """Adversarial examples for *all* ``images`` made on ``source`` (CPU tensor, same shape)."""
-    if attack not in A.TRANSFERABLE:
-        raise UnknownNameError("transferable attack", attack, A.TRANSFERABLE)
+    spec = attack_spec(attack)
+    if not spec.transferable:
+        raise UnknownNameError("transferable attack", attack, [a for a in attack_names() if attack_spec(a).transferable])
     device = torch.device(device)
     source.to(device)
     out = torch.empty_like(images)
-    with A.attack_mode(source), A.seeded_global_rng(seed, device):
-        (_, stage), = A.build_attack(attack, source, eps, settings, num_classes, seed)
+    with attack_mode(source), seeded_global_rng(seed, device):
+        (_, stage), = spec(source, eps, settings, num_classes, seed)
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size].to(device)
-            x_adv = A.sanitize(stage(x, labels[start:start + batch_size].to(device)).detach(), x)
+            x_adv = sanitize(stage(x, labels[start:start + batch_size].to(device)).detach(), x)
             # the source attack keeps its ball; re-project guards float drift before caching
-            out[start:start + batch_size] = (x + A.project(x_adv - x, A.NORM_OF[attack], eps)).clamp(0, 1).cpu()
+            out[start:start + batch_size] = (x + project(x_adv - x, spec.norm, eps)).clamp(0, 1).cpu()
     return out
 
 
@@ -489,7 +441,7 @@ def transfer_robust(model: nn.Module, images: torch.Tensor, x_adv: torch.Tensor,
             for start in range(0, len(idx), batch_size):
                 b = idx[start:start + batch_size]
                 x, xa, y = images[b].to(device), x_adv[b].to(device), labels[b].to(device)
-                broken = (model(xa).argmax(dim=1) != y) & A.within_budget(xa, x, norm, eps)
+                broken = (model(xa).argmax(dim=1) != y) & within_budget(xa, x, norm, eps)
                 robust[b[broken.cpu()]] = False
     finally:
         model.train(was_training)
@@ -521,7 +473,7 @@ def _robust_measurements(run: Run, robust: torch.Tensor, clean_correct: torch.Te
 
 def tier_members(results: dict[Run, torch.Tensor], budgets: dict[str, float]) -> list[Run]:
     """Runs inside a tier's threat model: same norm, eps at most the tier's budget for that norm."""
-    return [r for r in results if r.norm in budgets and r.eps <= budgets[r.norm] + A.budget_tolerance(r.eps)]
+    return [r for r in results if r.norm in budgets and r.eps <= budgets[r.norm] + budget_tolerance(r.eps)]
 
 
 def _worst_case_measurements(results: dict[Run, torch.Tensor], clean_correct: torch.Tensor,
@@ -546,12 +498,15 @@ def sanity_checks(results: dict[Run, torch.Tensor], clean_acc: float, n: int, s:
     """The checks that the runs allow (see the module docstring), each with what it compared."""
     tol = max(s.tolerance, 2.0 / n)
     acc = {(r.noise, r.eps): float(m.double().mean()) for r, m in results.items()}
+    white_box = {(r.attack, r.eps): acc[r.noise, r.eps] for r in results if r.noise == r.attack}
     checks = []
 
-    if ("pgd_linf", 0.0) in acc:
-        diff = abs(acc["pgd_linf", 0.0] - clean_acc)
+    at_zero = [(a, v) for (a, e), v in white_box.items() if e == 0.0 and attack_spec(a).zero_budget_check]
+    if at_zero:
+        diff = max(abs(v - clean_acc) for _, v in at_zero)
         ok = diff <= max(0.001, 1.0 / n) + 1e-12
-        checks.append(SanityCheck("eps0_equals_clean", ok, f"PGD-Linf at eps 0 gives {acc['pgd_linf', 0.0]:.4f}, clean {clean_acc:.4f}"))
+        checks.append(SanityCheck("eps0_equals_clean", ok, "; ".join(
+            f"{a} at eps 0 gives {v:.4f}, clean {clean_acc:.4f}" for a, v in at_zero)))
 
     bad = []
     for noise in sorted({k[0] for k in acc}):
@@ -564,24 +519,27 @@ def sanity_checks(results: dict[Run, torch.Tensor], clean_acc: float, n: int, s:
     if acc and any(sum(1 for k in acc if k[0] == nz) > 1 for nz in {k[0] for k in acc}):
         checks.append(SanityCheck("monotonic_in_eps", not bad, "; ".join(bad) or "all curves non-increasing"))
 
+    rank = {a: (attack_spec(a).norm, attack_spec(a).strength) for a, _ in white_box
+            if attack_spec(a).strength is not None}
     pairs, bad = 0, []
-    for (noise, e), a in acc.items():
-        if noise == "pgd_linf" and e > 0 and ("fgsm", e) in acc:
+    for (stronger, e), a in white_box.items():
+        if stronger not in rank or e <= 0:
+            continue
+        norm, strength = rank[stronger]
+        for weaker in (w for w, (nw, sw) in rank.items() if nw == norm and sw == strength - 1 and (w, e) in white_box):
             pairs += 1
-            if a > acc["fgsm", e] + tol:
-                bad.append(f"PGD {a:.4f} > FGSM {acc['fgsm', e]:.4f} at eps {e:.6g}")
-        if noise == "autoattack" and ("pgd_linf", e) in acc:
-            pairs += 1
-            if a > acc["pgd_linf", e] + tol:
-                bad.append(f"AutoAttack {a:.4f} > PGD {acc['pgd_linf', e]:.4f} at eps {e:.6g}")
+            if a > white_box[weaker, e] + tol:
+                bad.append(f"{stronger} {a:.4f} > {weaker} {white_box[weaker, e]:.4f} at eps {e:.6g}")
     if pairs:
         checks.append(SanityCheck("aa_le_pgd_le_fgsm", not bad, "; ".join(bad) or "ordering holds"))
 
-    surv = extras.get("autoattack_survivors")
-    if surv is not None and len(surv) == len(A.AUTOATTACK_STAGES) + 1:
-        gain = (surv[-2] - surv[-1]) / n
-        checks.append(SanityCheck("square_gain_small", gain <= tol,
-                                  f"Square broke {gain:.2%} of the points APGD-CE/APGD-T/FAB-T left standing"))
+    for name in (a for a in s.attacks if attack_spec(a).black_box_last_stage):
+        surv = extras.get(f"{name}_survivors")
+        if surv is not None and len(surv) >= 2:
+            gain = (surv[-2] - surv[-1]) / n
+            checks.append(SanityCheck("square_gain_small", gain <= tol,
+                                      f"the black-box last stage of {name} broke {gain:.2%} of the points its "
+                                      "gradient stages left standing"))
 
     pairs, bad = 0, []
     for (noise, e), a in acc.items():

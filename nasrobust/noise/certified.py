@@ -19,7 +19,7 @@ What it measures on the evaluator's test subset (noise, level, metric), for ever
   (lower is more robust), so ``jacobian_bound = -eps * jacobian_norm_mean``.
 * ``clean`` / 0 / ``accuracy`` on the same examples.
 
-Budgets per dataset family are the adversarial suite's (:data:`nasrobust.noise._attacks.FAMILY_DEFAULTS`:
+Budgets per dataset family are the adversarial suite's (:data:`nasrobust.noise.attacks.FAMILY_DEFAULTS`:
 mnist Linf 0.1/0.2/0.3, L2 1/2/3; cifar Linf 1,4,8/255, L2 0.25/0.5/1; imagenet Linf 0.5,2,8/255,
 L2 0.5/2/8), so certified and empirical robust accuracy line up column by column.
 
@@ -31,19 +31,18 @@ and skipped by the evaluator. Deterministic: no randomness is involved.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
 
 import torch
 import torch.nn as nn
 
 from nasrobust.bounds import METHODS, NORMS, BoundGraph, jacobian_norms
-from nasrobust.errors import NasRobustError, UnknownNameError
-from nasrobust.noise._attacks import FAMILY_DEFAULTS
+from nasrobust.errors import NasRobustError
+from nasrobust.noise.attacks import FAMILY_DEFAULTS
 from nasrobust.noise.base import CLEAN, SUITES, EvalContext, Measurement, MetricInfo, NoiseSuite
+from nasrobust.options import option
 from nasrobust.records import Protocol
 
 log = logging.getLogger(__name__)
@@ -55,53 +54,22 @@ DEFAULT_RTOL = 0.01
 DEFAULT_BATCH = 64
 
 
-class CertifiedOptionError(NasRobustError, ValueError):
-    """An option of the certified suite that cannot be used; says what to pass instead."""
+@dataclass(frozen=True)
+class CertifiedOptions:
+    """Options of the certified suite (``None``: the default named in the help)."""
 
+    methods: tuple[str, ...] = option(DEFAULT_METHODS, "bound methods", choices=METHODS, canonical=True)
+    norms: tuple[str, ...] = option(NORMS, "threat-model norms", choices=NORMS, canonical=True)
+    eps_linf: tuple[float, ...] | None = option(None, "Linf budgets (default: the family's)", gt=0, canonical=True,
+                                                example="1/255,8/255")
+    eps_l2: tuple[float, ...] | None = option(None, "L2 budgets (default: the family's)", gt=0, canonical=True,
+                                              example="0.25,0.5")
+    n_examples: int | None = option(None, "first n of the evaluator's test subset (default: all)", ge=1)
+    batch_size: int | None = option(None, f"examples per bound computation (default {DEFAULT_BATCH})", ge=1)
+    rtol: float = option(DEFAULT_RTOL, "relative precision of the radius bisection", gt=0)
 
-def _names(value: Any, valid: Sequence[str], kind: str) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else list(value)
-    items = [str(i).strip() for i in items if str(i).strip()]
-    if not items:
-        raise CertifiedOptionError(f"{kind}s is empty; choose from {', '.join(valid)}")
-    for i in items:
-        if i not in valid:
-            raise UnknownNameError(kind, i, valid)
-    return tuple(v for v in valid if v in items)
-
-
-def _budgets(value: Any, what: str) -> tuple[float, ...] | None:
-    """Budgets from a number, a sequence or a CLI string such as ``"1/255,4/255"``."""
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else (list(value) if isinstance(value, (list, tuple)) else [value])
-    out = []
-    for item in items:
-        try:
-            num, _, den = str(item).strip().partition("/")
-            eps = float(num) / float(den) if den else float(num)
-        except (ValueError, ZeroDivisionError):
-            raise CertifiedOptionError(f"{what}: cannot read {item!r} as a budget; pass numbers such as 0.3 or '8/255'") from None
-        if not math.isfinite(eps) or eps <= 0:
-            raise CertifiedOptionError(f"{what} must be finite and > 0, got {item!r}")
-        out.append(eps)
-    if not out:
-        raise CertifiedOptionError(f"{what} is empty; give a budget or leave it unset for the family defaults")
-    return tuple(sorted(set(out)))
-
-
-def _positive(value: Any, what: str, kind: type = int) -> Any:
-    if value is None:
-        return None
-    try:
-        v = kind(value)
-    except (TypeError, ValueError):
-        v = None
-    if isinstance(value, bool) or v is None or not v > 0 or (kind is int and str(value).strip() != str(v)):
-        raise CertifiedOptionError(f"{what} must be a positive {kind.__name__}, got {value!r}")
-    return v
+    def eps_of(self, norm: str) -> tuple[float, ...] | None:
+        return {"linf": self.eps_linf, "l2": self.eps_l2}[norm]
 
 
 @dataclass(frozen=True)
@@ -123,13 +91,11 @@ class CertifiedSettings:
 class CertifiedSuite(NoiseSuite):
     """Certified radii and accuracies (IBP, CROWN-IBP; Linf, L2) and DSRNA's Jacobian norm bound.
 
-    Options (``None`` = default): ``methods`` (subset of ibp, crown-ibp, crown; default
-    ibp,crown-ibp), ``norms`` (linf, l2), ``eps_linf`` / ``eps_l2`` (budgets; default the
-    family's), ``n_examples`` (first n of the evaluator's subset; default all), ``batch_size``
-    (default 64), ``rtol`` (relative precision of the radius bisection, 0.01).
+    Options: :class:`CertifiedOptions`.
     """
 
     name = SUITE
+    Options = CertifiedOptions
     metrics = (
         MetricInfo("accuracy", True, noise=CLEAN, rank_group=CLEAN, rank_fallback=True,
                    description="accuracy on the examples the bounds run on (maybe a subset)"),
@@ -149,21 +115,12 @@ class CertifiedSuite(NoiseSuite):
     #: IBP certified accuracy and radius under Linf, on the first 100 images
     cpu_options = MappingProxyType({"methods": ("ibp",), "norms": ("linf",), "n_examples": 100})
 
-    def __init__(self, methods: Any = None, norms: Any = None, eps_linf: Any = None, eps_l2: Any = None,
-                 n_examples: Any = None, batch_size: Any = None, rtol: Any = None):
-        self.methods = _names(methods, METHODS, "bound method") or DEFAULT_METHODS
-        self.norms = _names(norms, NORMS, "norm") or NORMS
-        self.eps = {"linf": _budgets(eps_linf, "eps_linf"), "l2": _budgets(eps_l2, "eps_l2")}
-        self.n_examples = _positive(n_examples, "n_examples")
-        self.batch_size = _positive(batch_size, "batch_size")
-        self.rtol = _positive(rtol, "rtol", float) or DEFAULT_RTOL
-
     def settings(self, ctx: EvalContext) -> CertifiedSettings:
+        o = self.options
         defaults = FAMILY_DEFAULTS.get(ctx.family, FAMILY_DEFAULTS["imagenet"])
-        eps = tuple((n, self.eps[n] or tuple(getattr(defaults, n))) for n in self.norms)
-        n = ctx.n_examples if self.n_examples is None else min(self.n_examples, ctx.n_examples)
-        return CertifiedSettings(self.methods, self.norms, eps, n, self.batch_size or min(ctx.batch_size, DEFAULT_BATCH),
-                                 self.rtol)
+        eps = tuple((n, o.eps_of(n) or defaults.of_norm(n)) for n in o.norms)
+        n = ctx.n_examples if o.n_examples is None else min(o.n_examples, ctx.n_examples)
+        return CertifiedSettings(o.methods, o.norms, eps, n, o.batch_size or min(ctx.batch_size, DEFAULT_BATCH), o.rtol)
 
     def protocol(self, ctx: EvalContext) -> Protocol:
         s = self.settings(ctx)
@@ -246,4 +203,4 @@ class CertifiedSuite(NoiseSuite):
                 yield Measurement(noise, float(e), "jacobian_bound", -float(e) * mean)
 
 
-__all__ = ["CertifiedOptionError", "CertifiedSettings", "CertifiedSuite", "DEFAULT_METHODS"]
+__all__ = ["CertifiedOptions", "CertifiedSettings", "CertifiedSuite", "DEFAULT_METHODS"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
@@ -41,6 +42,7 @@ from nasrobust.inference import predict
 from nasrobust.noise.base import CLEAN, SUITES, EvalContext, Measurement, MetricInfo, NoiseSuite, cached_tensor
 from nasrobust.noise.corruptions import CORRUPTION_NAMES, corrupt
 from nasrobust.noise.perturbations import PERTURBATIONS, flip_probability, perturbation_sequence
+from nasrobust.options import option
 from nasrobust.records import Protocol
 
 log = logging.getLogger(__name__)
@@ -52,18 +54,21 @@ FP_KINDS = ("translate", "rotate", "scale", "brightness", "gaussian_noise")
 OOD_FOLDERS = ("imagenet-o",)
 
 
-def _as_tuple(value: Any, cast=str) -> tuple:
-    if value is None:
-        return ()
-    if isinstance(value, (list, tuple)):
-        return tuple(cast(v) for v in value)
-    return tuple(cast(v) for v in str(value).split(","))
+@dataclass(frozen=True)
+class NaturalOptions:
+    """Options of the natural suite."""
 
-
-def _check_names(given: tuple, valid: tuple, what: str) -> None:
-    bad = [g for g in given if g not in valid]
-    if bad:
-        raise NasRobustError(f"unknown {what} {bad}; valid: {', '.join(map(str, valid))}")
+    corruptions: tuple[str, ...] = option(CORRUPTION_NAMES, "ImageNet-C corruptions", choices=CORRUPTION_NAMES,
+                                          example="gaussian_noise,contrast")
+    severities: tuple[int, ...] = option((1, 2, 3, 4, 5), "severities 1-5", choices=(1, 2, 3, 4, 5), example="1,3,5")
+    parameter_set: str | None = option(None, "corruption parameters (default: cifar up to 64 px, else imagenet)",
+                                       choices=("cifar", "imagenet"))
+    fp_kinds: tuple[str, ...] = option(FP_KINDS, "ImageNet-P perturbation sequences (empty: none)",
+                                       choices=lambda: tuple(PERTURBATIONS), allow_empty=True, example="translate")
+    fp_examples: int = option(100, "test examples per perturbation sequence", ge=1)
+    fp_length: int | None = option(None, "frames per sequence (default: the sequence's own)", ge=1)
+    extra_folders: Mapping[str, str] = option({}, "NAME=FOLDER of ImageNet-A/R/O, Stylized, ...",
+                                              allow_empty=True, example="imagenet-a=/data/imagenet-a")
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -76,9 +81,10 @@ def from_uint8(x: torch.Tensor) -> torch.Tensor:
 
 @SUITES.register("natural", "15 ImageNet-C corruptions x 5 severities, CE/mCE, ImageNet-P flip probability")
 class NaturalNoise(NoiseSuite):
-    """Common corruptions and perturbation stability."""
+    """Common corruptions and perturbation stability. Options: :class:`NaturalOptions`."""
 
     name = "natural"
+    Options = NaturalOptions
     metrics = (
         MetricInfo("accuracy", True, noise=CLEAN, rank_group=CLEAN, description="accuracy on the clean test examples"),
         MetricInfo("accuracy", True, headline="corruption acc", noise="mean_corruption",
@@ -97,50 +103,30 @@ class NaturalNoise(NoiseSuite):
     #: all 15 corruptions at severities 1, 3, 5; no ImageNet-P sequences
     cpu_options = MappingProxyType({"severities": (1, 3, 5), "fp_kinds": ()})
 
-    def __init__(
-        self,
-        corruptions: Any = None,
-        severities: Any = None,
-        parameter_set: str | None = None,
-        fp_kinds: Any = None,
-        fp_examples: int = 100,
-        fp_length: int | None = None,
-        extra_folders: Mapping[str, str] | None = None,
-    ):
-        self.corruptions = _as_tuple(corruptions) or CORRUPTION_NAMES
-        self.severities = _as_tuple(severities, int) or (1, 2, 3, 4, 5)
-        _check_names(self.corruptions, CORRUPTION_NAMES, "corruption(s)")
-        _check_names(self.severities, (1, 2, 3, 4, 5), "severity(ies)")
-        if parameter_set not in (None, "cifar", "imagenet"):
-            raise NasRobustError(f"parameter_set must be 'cifar' or 'imagenet', got {parameter_set!r}")
-        self.parameter_set = parameter_set
-        self.fp_kinds = FP_KINDS if fp_kinds is None else tuple(k for k in _as_tuple(fp_kinds) if k)
-        _check_names(self.fp_kinds, tuple(PERTURBATIONS), "perturbation sequence(s)")
-        self.fp_examples = int(fp_examples)
-        self.fp_length = fp_length
-        self.extra_folders = dict(extra_folders or {})
-        for name, folder in self.extra_folders.items():
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        for name, folder in self.options.extra_folders.items():
             if not Path(folder).expanduser().is_dir():
                 raise NasRobustError(f"extra folder {name}={folder} does not exist")
 
     # ------------------------------------------------------------------ protocol and data
     def _set(self, ctx: EvalContext) -> str:
-        return self.parameter_set or ("cifar" if max(ctx.images.shape[-2:]) <= 64 else "imagenet")
+        return self.options.parameter_set or ("cifar" if max(ctx.images.shape[-2:]) <= 64 else "imagenet")
 
     def protocol(self, ctx: EvalContext) -> Protocol:
         return Protocol.make(
             seed=ctx.seed, n_examples=ctx.n_examples,
             params={
                 "parameter_set": self._set(ctx),
-                "corruptions": list(self.corruptions),
-                "severities": list(self.severities),
+                "corruptions": list(self.options.corruptions),
+                "severities": list(self.options.severities),
                 "reference": ctx.reference_name or "",
-                "fp_kinds": list(self.fp_kinds),
-                "fp_examples": min(self.fp_examples, ctx.n_examples),
-                "fp_length": self.fp_length or 0,
+                "fp_kinds": list(self.options.fp_kinds),
+                "fp_examples": min(self.options.fp_examples, ctx.n_examples),
+                "fp_length": self.options.fp_length or 0,
                 "storage": "uint8",
                 "frost_textures": "synthetic (nasrobust.noise.frost)",
-                "extra_folders": sorted(self.extra_folders),
+                "extra_folders": sorted(self.options.extra_folders),
             },
         )
 
@@ -159,12 +145,12 @@ class NaturalNoise(NoiseSuite):
 
     def _sequence(self, ctx: EvalContext, kind: str) -> torch.Tensor:
         pset = self._set(ctx)
-        n = min(self.fp_examples, ctx.n_examples)
-        path = ctx.cache_path(self.name, kind="sequence", sequence=kind, parameter_set=pset, seed=ctx.seed, n=n, length=self.fp_length)
+        n = min(self.options.fp_examples, ctx.n_examples)
+        path = ctx.cache_path(self.name, kind="sequence", sequence=kind, parameter_set=pset, seed=ctx.seed, n=n, length=self.options.fp_length)
 
         def make() -> torch.Tensor:
             gen = torch.Generator().manual_seed(ctx.seed * 7919 + FP_KINDS.index(kind) if kind in FP_KINDS else ctx.seed)
-            return to_uint8(perturbation_sequence(ctx.images[:n], kind, gen, length=self.fp_length, params=pset))
+            return to_uint8(perturbation_sequence(ctx.images[:n], kind, gen, length=self.options.fp_length, params=pset))
 
         return cached_tensor(path, make)
 
@@ -172,10 +158,10 @@ class NaturalNoise(NoiseSuite):
         """Make (or find) every corrupted test set and perturbation sequence once."""
         from tqdm.auto import tqdm
 
-        jobs = [(c, s) for c in self.corruptions for s in self.severities]
+        jobs = [(c, s) for c in self.options.corruptions for s in self.options.severities]
         for c, s in tqdm(jobs, desc="corrupting test set (cached)", leave=False, disable=not log.isEnabledFor(logging.INFO)):
             self._corrupted(ctx, c, s)
-        for kind in self.fp_kinds:
+        for kind in self.options.fp_kinds:
             self._sequence(ctx, kind)
 
     # ------------------------------------------------------------------ scoring
@@ -187,11 +173,11 @@ class NaturalNoise(NoiseSuite):
         clean = self._accuracy(model, ctx.images, ctx.labels, ctx)
         yield Measurement("clean", 0.0, "accuracy", clean)
         acc: dict[tuple[str, int], float] = {}
-        for c in self.corruptions:
-            for s in self.severities:
+        for c in self.options.corruptions:
+            for s in self.options.severities:
                 acc[c, s] = self._accuracy(model, from_uint8(self._corrupted(ctx, c, s)), ctx.labels, ctx)
                 yield Measurement(c, float(s), "accuracy", acc[c, s])
-            yield Measurement(c, 0.0, "mean_accuracy", float(np.mean([acc[c, s] for s in self.severities])))
+            yield Measurement(c, 0.0, "mean_accuracy", float(np.mean([acc[c, s] for s in self.options.severities])))
         yield Measurement("mean_corruption", 0.0, "accuracy", float(np.mean(list(acc.values()))))
         yield from self._corruption_errors(acc, clean, ctx)
         yield from self._flip_probabilities(model, ctx)
@@ -208,14 +194,14 @@ class NaturalNoise(NoiseSuite):
             log.warning("reference %s has no natural-suite results under this protocol: CE / mCE skipped", ctx.reference_name)
             return
         ces, rel_ces = [], []
-        for c in self.corruptions:
-            err = sum(1 - acc[c, s] for s in self.severities)
-            ref_err = sum(1 - ref[c, s] for s in self.severities)
+        for c in self.options.corruptions:
+            err = sum(1 - acc[c, s] for s in self.options.severities)
+            ref_err = sum(1 - ref[c, s] for s in self.options.severities)
             if ref_err > 0:
                 ces.append(err / ref_err)
                 yield Measurement(c, 0.0, "ce", ces[-1])
-            gap = sum((1 - acc[c, s]) - (1 - clean) for s in self.severities)
-            ref_gap = sum((1 - ref[c, s]) - (1 - ref_clean) for s in self.severities)
+            gap = sum((1 - acc[c, s]) - (1 - clean) for s in self.options.severities)
+            ref_gap = sum((1 - ref[c, s]) - (1 - ref_clean) for s in self.options.severities)
             if ref_gap > 0:
                 rel_ces.append(gap / ref_gap)
                 yield Measurement(c, 0.0, "relative_ce", rel_ces[-1])
@@ -226,7 +212,7 @@ class NaturalNoise(NoiseSuite):
 
     def _flip_probabilities(self, model: nn.Module, ctx: EvalContext) -> Iterator[Measurement]:
         fps = []
-        for kind in self.fp_kinds:
+        for kind in self.options.fp_kinds:
             frames = self._sequence(ctx, kind)  # (T, N, C, H, W) uint8
             t, n = frames.shape[:2]
             logits = predict(model, from_uint8(frames.flatten(0, 1)), ctx.batch_size)
@@ -237,12 +223,12 @@ class NaturalNoise(NoiseSuite):
             yield Measurement("fp/mean", 0.0, "fp", float(np.mean(fps)))
 
     def _extra_folders(self, model: nn.Module, ctx: EvalContext) -> Iterator[Measurement]:
-        if not self.extra_folders:
+        if not self.options.extra_folders:
             return
         from nasrobust.data import FolderImages, stack
 
         classes = getattr(ctx.data.test, "classes", None) or _folder_classes(ctx)
-        for name, folder in sorted(self.extra_folders.items()):
+        for name, folder in sorted(self.options.extra_folders.items()):
             root = Path(folder).expanduser()
             present = sorted(p.name for p in root.iterdir() if p.is_dir())
             unknown = [c for c in present if c not in classes]

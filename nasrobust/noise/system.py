@@ -67,8 +67,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Subset
 
-from nasrobust.errors import NasRobustError, UnknownNameError
+from nasrobust.errors import NasRobustError
 from nasrobust.noise.base import SUITES, EvalContext, Measurement, MetricInfo, NoiseSuite, cached_tensor
+from nasrobust.options import option
 from nasrobust.records import Protocol, current_versions
 
 log = logging.getLogger(__name__)
@@ -261,18 +262,22 @@ def fit(image: np.ndarray, resizer: Resizer, resolution: int, centre_crop: bool)
 
 
 # ---------------------------------------------------------------------------- options
-def _names(value: str | Sequence[str] | None, valid: Sequence[str], kind: str) -> tuple[str, ...]:
-    """Parse a subset option (sequence or comma-separated string); unknown names list the valid ones."""
-    if value is None:
-        return tuple(valid)
-    items = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s) for s in value]
-    items = [s for s in items if s]
-    if not items:
-        raise NasRobustError(f"the system suite needs at least one {kind}; valid: {', '.join(valid)}")
-    for name in items:
-        if name not in valid:
-            raise UnknownNameError(f"system-noise {kind}", name, valid)
-    return tuple(dict.fromkeys(items))  # ordered, without duplicates
+@dataclass(frozen=True)
+class SystemOptions:
+    """Options of the system suite."""
+
+    formats: tuple[str, ...] = option(FORMATS, "encodings of the stored images", choices=FORMATS)
+    jpeg_quality: int = option(DEFAULT_JPEG_QUALITY, "JPEG quality of re-encoded images", ge=1, le=100)
+    jpeg_subsampling: str = option(DEFAULT_JPEG_SUBSAMPLING, "JPEG chroma subsampling",
+                                   choices=lambda: tuple(JPEG_SUBSAMPLINGS))
+    decoders: tuple[str, ...] | None = option(None, "decoders (default: every one that can run here)",
+                                              choices=lambda: tuple(DECODERS), example="pil,opencv")
+    resizers: tuple[str, ...] = option(tuple(RESIZERS), "resize interpolations", choices=lambda: tuple(RESIZERS))
+    source_scale: int = option(DEFAULT_SOURCE_SCALE, "camera upscale of tensor datasets' images", ge=1)
+    workers: int | None = option(None, "threads decoding/resizing (default: min(8, CPUs))", ge=1)
+    memory_mb: int = option(1024, "bound on decoded images held in memory", ge=1)
+    resolutions: tuple[int, ...] = option((), "sizes prepare() makes ahead (run makes a missing one itself)", ge=1,
+                                          allow_empty=True, example="24,32")
 
 
 @lru_cache(maxsize=1)
@@ -290,19 +295,6 @@ def _library_versions() -> tuple[tuple[str, str], ...]:
     except ImportError:
         pass
     return tuple(sorted(out.items()))
-
-
-def _int_option(value: Any, name: str, low: int, high: int | None = None) -> int:
-    """An integer option (also from a CLI string) in ``[low, high]``, else a NasRobustError saying so."""
-    try:
-        number = float(value)
-        ok = not isinstance(value, bool) and number.is_integer() and number >= low and (high is None or number <= high)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        bounds = f"in {low}..{high}" if high is not None else f">= {low}"
-        raise NasRobustError(f"system suite: {name} must be an integer {bounds}, got {value!r}")
-    return int(number)
 
 
 def library_versions() -> dict[str, str]:
@@ -349,16 +341,12 @@ def _unpack(packed: dict[str, torch.Tensor]) -> tuple[bytes, ...]:
 class SystemNoise(NoiseSuite):
     """Accuracy of a model on images decoded and resized by different libraries (RobustART's system noise).
 
-    Options: ``formats`` (``"png"``, ``"jpeg"``), ``jpeg_quality`` (1-100, default 96),
-    ``jpeg_subsampling`` (``"4:4:4"`` default, ``"4:2:2"``, ``"4:2:0"``), ``decoders`` and
-    ``resizers`` (subsets of :data:`DECODERS` / :data:`RESIZERS`, comma-separated or
-    sequences; default all, FFmpeg only where PyAV can decode), ``source_scale`` (camera
-    upscale of tensor datasets), ``workers`` (threads for decoding/resizing) and
-    ``memory_mb`` (bound on images held in memory while generating and between models),
-    ``resolutions`` (sizes :meth:`prepare` makes ahead; ``run`` makes a missing size itself).
+    Options: :class:`SystemOptions` (``decoders`` and ``resizers`` are subsets of :data:`DECODERS` /
+    :data:`RESIZERS`; by default every decoder that can run here, FFmpeg only where PyAV can decode).
     """
 
     name = SUITE
+    Options = SystemOptions
     metrics = (
         MetricInfo("accuracy", True, rank_group=SUITE, description="accuracy per (format, decoder, resizer)"),
         MetricInfo("mean", True, headline="system mean", noise="summary", rank_group=SUITE, rank_fallback=True,
@@ -373,32 +361,10 @@ class SystemNoise(NoiseSuite):
     #: JPEG q96 through every decoder x resizer (PNG left out; decoded images are cached once)
     cpu_options = MappingProxyType({"formats": ("jpeg",)})
 
-    def __init__(
-        self,
-        formats: str | Sequence[str] | None = None,
-        jpeg_quality: int = DEFAULT_JPEG_QUALITY,
-        jpeg_subsampling: str = DEFAULT_JPEG_SUBSAMPLING,
-        decoders: str | Sequence[str] | None = None,
-        resizers: str | Sequence[str] | None = None,
-        source_scale: int = DEFAULT_SOURCE_SCALE,
-        workers: int | None = None,
-        memory_mb: int = 1024,
-        resolutions: Sequence[int] | None = None,
-    ):
-        self.formats = _names(formats, FORMATS, "format")
-        self.jpeg_quality = _int_option(jpeg_quality, "jpeg_quality", 1, 100)
-        if jpeg_subsampling not in JPEG_SUBSAMPLINGS:
-            raise UnknownNameError("JPEG subsampling", str(jpeg_subsampling), JPEG_SUBSAMPLINGS)
-        self.jpeg_subsampling = jpeg_subsampling
-        self._requested_decoders = decoders is not None
-        self.decoders = _names(decoders, tuple(DECODERS), "decoder")
-        self.resizers = _names(resizers, tuple(RESIZERS), "resizer")
-        self.source_scale = _int_option(source_scale, "source_scale", 1)
-        self.workers = _int_option(workers, "workers", 1) if workers is not None else min(8, os.cpu_count() or 1)
-        self.memory_bytes = _int_option(memory_mb, "memory_mb", 1) * 2**20
-        if isinstance(resolutions, (str, int)):
-            resolutions = str(resolutions).split(",")
-        self.resolutions = tuple(_int_option(r, "resolutions", 1) for r in resolutions or ())
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        self.workers = self.options.workers or min(8, os.cpu_count() or 1)
+        self.memory_bytes = self.options.memory_mb * 2**20
         self._active: tuple[str, ...] | None = None
         self._digests: dict[tuple[Any, ...], str] = {}
         self._memo: OrderedDict[Path, torch.Tensor] = OrderedDict()
@@ -415,11 +381,11 @@ class SystemNoise(NoiseSuite):
         if self._active is not None:
             return self._active
         out = []
-        for name in self.decoders:
+        for name in self.options.decoders or tuple(DECODERS):
             reason = DECODERS[name].unavailable()
             if reason is None:
                 out.append(name)
-            elif self._requested_decoders:
+            elif self.options.decoders is not None:
                 raise NasRobustError(f"system-noise decoder {name!r} is unavailable: {reason}")
             else:
                 log.warning("system noise: skipping decoder %r: %s", name, reason)
@@ -430,11 +396,11 @@ class SystemNoise(NoiseSuite):
 
     def level(self, fmt: str) -> float:
         """The record level of a format: JPEG quality, 0 for PNG."""
-        return float(self.jpeg_quality) if fmt == "jpeg" else 0.0
+        return float(self.options.jpeg_quality) if fmt == "jpeg" else 0.0
 
     def pairs(self) -> list[tuple[str, str, str]]:
         """The grid, ``(format, decoder, resizer)``, in a fixed order."""
-        return [(f, d, r) for f in self.formats for d in self.active_decoders() for r in self.resizers]
+        return [(f, d, r) for f in self.options.formats for d in self.active_decoders() for r in self.options.resizers]
 
     @staticmethod
     def noise_name(fmt: str, decoder: str, resizer: str) -> str:
@@ -443,13 +409,13 @@ class SystemNoise(NoiseSuite):
     def protocol(self, ctx: EvalContext) -> Protocol:
         folder = _folder_samples(ctx) is not None
         params: dict[str, Any] = {
-            "formats": self.formats,
+            "formats": self.options.formats,
             "decoders": self.active_decoders(),
-            "resizers": self.resizers,
-            "jpeg_quality": self.jpeg_quality,
-            "jpeg_subsampling": self.jpeg_subsampling,
+            "resizers": self.options.resizers,
+            "jpeg_quality": self.options.jpeg_quality,
+            "jpeg_subsampling": self.options.jpeg_subsampling,
             "source": "files (re-encoded with PIL if not in the format)" if folder
-            else f"tensor x{self.source_scale} {SOURCE_FILTER}",
+            else f"tensor x{self.options.source_scale} {SOURCE_FILTER}",
             "geometry": f"short side round(r*{CROP_NUM}/{CROP_DEN}), centre crop r" if folder
             else "resize to r x r",
             "std": "population (ddof 0)",
@@ -477,9 +443,9 @@ class SystemNoise(NoiseSuite):
     def _identity(self, ctx: EvalContext, fmt: str) -> dict[str, Any]:
         ident: dict[str, Any] = {"format": fmt, "images": self._digest(ctx), "pillow": library_versions()["pillow"]}
         if fmt == "jpeg":
-            ident.update(quality=self.jpeg_quality, subsampling=self.jpeg_subsampling)
+            ident.update(quality=self.options.jpeg_quality, subsampling=self.options.jpeg_subsampling)
         if _folder_samples(ctx) is None:
-            ident["source_scale"] = self.source_scale
+            ident["source_scale"] = self.options.source_scale
         return ident
 
     def _source_key(self, ctx: EvalContext, fmt: str) -> tuple[Any, ...]:
@@ -508,7 +474,7 @@ class SystemNoise(NoiseSuite):
         with ThreadPoolExecutor(self.workers) as pool:
             if samples is None:
                 def stored(image: np.ndarray) -> bytes:
-                    return encode(camera_image(image, self.source_scale), fmt, self.jpeg_quality, self.jpeg_subsampling)
+                    return encode(camera_image(image, self.options.source_scale), fmt, self.options.jpeg_quality, self.options.jpeg_subsampling)
 
                 blobs = list(pool.map(stored, to_uint8_hwc(ctx.images)))
                 labels = ctx.labels.detach().cpu().long()
@@ -531,7 +497,7 @@ class SystemNoise(NoiseSuite):
         data = path.read_bytes()
         if _format_of(data) == fmt:
             return data
-        return encode(_decode_pil(data, grey), fmt, self.jpeg_quality, self.jpeg_subsampling)
+        return encode(_decode_pil(data, grey), fmt, self.options.jpeg_quality, self.options.jpeg_subsampling)
 
     def _image_path(self, ctx: EvalContext, fmt: str, decoder: str, resizer: str, resolution: int) -> Path:
         ident = self._identity(ctx, fmt)
@@ -579,7 +545,7 @@ class SystemNoise(NoiseSuite):
 
     def prepare(self, ctx: EvalContext) -> None:
         """Encode the test images and make every pair's images at ``resolutions`` (default: the dataset's size)."""
-        for resolution in self.resolutions or (ctx.data.info.image_size,):
+        for resolution in self.options.resolutions or (ctx.data.info.image_size,):
             self._ensure(ctx, int(resolution))
 
     def _ensure(self, ctx: EvalContext, resolution: int) -> None:
@@ -587,11 +553,11 @@ class SystemNoise(NoiseSuite):
 
         A group holds as many resizers' outputs as fit in ``memory_mb``.
         """
-        channels = 1 if self._labels_grey(ctx, self.formats[0])[1] else 3
+        channels = 1 if self._labels_grey(ctx, self.options.formats[0])[1] else 3
         group = max(1, self.memory_bytes // max(1, ctx.n_examples * channels * resolution**2))
-        for fmt in self.formats:
+        for fmt in self.options.formats:
             for decoder in self.active_decoders():
-                missing = [r for r in self.resizers
+                missing = [r for r in self.options.resizers
                            if not self._image_path(ctx, fmt, decoder, r, resolution).exists()]
                 for i in range(0, len(missing), group):
                     made = self._generate(ctx, fmt, decoder, missing[i:i + group], resolution)
@@ -602,7 +568,7 @@ class SystemNoise(NoiseSuite):
     def run(self, model: nn.Module, ctx: EvalContext) -> Iterator[Measurement]:
         resolution = int(getattr(model, "resolution", ctx.data.info.image_size))
         pairs = self.pairs()
-        summary_keys = [(f"{f}/summary", self.level(f), m) for f in self.formats for m in ("mean", "std", "worst")]
+        summary_keys = [(f"{f}/summary", self.level(f), m) for f in self.options.formats for m in ("mean", "std", "worst")]
         summary_keys += [("summary", 0.0, m) for m in ("mean", "std", "worst")]
         need_summary = any(k not in ctx.done for k in summary_keys)
         todo = [p for p in pairs if need_summary or (self.noise_name(*p), self.level(p[0]), "accuracy") not in ctx.done]
@@ -619,7 +585,7 @@ class SystemNoise(NoiseSuite):
                 yield Measurement(key[0], key[1], key[2], acc)
         if not need_summary:
             return
-        groups = {f"{f}/summary": (self.level(f), [a for p, a in accs.items() if p[0] == f]) for f in self.formats}
+        groups = {f"{f}/summary": (self.level(f), [a for p, a in accs.items() if p[0] == f]) for f in self.options.formats}
         groups["summary"] = (0.0, list(accs.values()))
         for noise, (level, values) in groups.items():
             for metric, value in summarize(values).items():
