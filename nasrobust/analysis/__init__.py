@@ -29,10 +29,10 @@ from nasrobust.analysis.effects import (
     register_choices,
 )
 from nasrobust.analysis.ranking import (
-    RANK_GROUPS,
     agreement_matrix,
     pareto_front,
     rank_scores,
+    rank_groups,
     ranking_agreement,
 )
 from nasrobust.analysis.table import ResultTable, build_table, metric_column, table_from_frame
@@ -57,7 +57,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CHOICE_EXTRACTORS",
     "Effects",
-    "RANK_GROUPS",
     "ResultTable",
     "agreement_matrix",
     "build_table",
@@ -68,6 +67,7 @@ __all__ = [
     "metric_column",
     "pareto_front",
     "partial_correlations",
+    "rank_groups",
     "rank_scores",
     "ranking_agreement",
     "register_choices",

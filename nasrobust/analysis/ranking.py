@@ -12,61 +12,76 @@ percentile ranks (oriented so that higher is more robust; mCE, flip probabilitie
 spread of system-noise accuracies count reversed), and the group score is their mean. That
 weighs each attack/budget or corruption/severity equally whatever its scale, which a plain
 mean of accuracies would not (hard corruptions spread accuracies more).
+
+The groups are what the suites declare (:class:`~nasrobust.noise.base.MetricInfo`): a metric
+joins its ``rank_group``; ``rank_fallback`` metrics (aggregates such as mCE) only when none of
+the group's primary metrics is in the table. Clean accuracy, recorded by several suites on the
+same images, counts once: the table's :meth:`~nasrobust.analysis.table.ResultTable.clean_column`.
 """
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from nasrobust.analysis.table import CLEAN_PATTERNS, ResultTable
+from nasrobust.analysis.table import ResultTable, column_info
 from nasrobust.errors import NasRobustError
 
 
 @dataclass(frozen=True)
 class RankGroup:
-    """Metric columns of one noise type: the first alternative (list of globs) that matches anything."""
+    """One noise group: the suites and metrics that declare it (``fallback``: used only without ``primary``)."""
 
-    alternatives: tuple[tuple[str, ...], ...]
-    exclude: tuple[str, ...] = ()
-    first_only: bool = False  # use only the first matching column (clean accuracy)
-    doc: str = ""
+    name: str
+    primary: tuple[tuple[str, str], ...]  # (suite, metric)
+    fallback: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def doc(self) -> str:
+        text = _members_text(self.primary)
+        return f"{text} (else {_members_text(self.fallback)})" if self.fallback else text
 
 
-#: Noise groups compared by :func:`ranking_agreement`, in display order.
-RANK_GROUPS: Mapping[str, RankGroup] = {
-    "clean": RankGroup((CLEAN_PATTERNS,), first_only=True, doc="clean accuracy"),
-    "adversarial": RankGroup((("adversarial/*/accuracy@*",),), exclude=("adversarial/clean/*", "adversarial/sanity/*"),
-                             doc="robust accuracy, every attack and budget"),
-    "natural": RankGroup((("natural/*/accuracy@*", "natural/*/accuracy"), ("natural/*",)),
-                         exclude=("natural/clean/*", "natural/mean_corruption/*"),
-                         doc="accuracy under every corruption and severity (else the natural aggregates)"),
-    "system": RankGroup((("system/*/accuracy@*", "system/*/accuracy"), ("system/*",)),
-                        doc="accuracy under every decoder x resizer pair (else the system summaries)"),
-    "certified": RankGroup((("certified/*",),), exclude=("certified/clean/*",),
-                           doc="certified radii / accuracies and the Jacobian bound"),
-}
+def _members_text(members: Sequence[tuple[str, str]]) -> str:
+    by_suite: dict[str, list[str]] = {}
+    for suite, metric in members:
+        by_suite.setdefault(suite, [])
+        if metric not in by_suite[suite]:
+            by_suite[suite].append(metric)
+    return "; ".join(f"{suite}: {', '.join(metrics)}" for suite, metrics in by_suite.items())
+
+
+@functools.lru_cache(maxsize=1)
+def _declared_groups() -> tuple[RankGroup, ...]:
+    from nasrobust.noise.base import CLEAN, SUITES
+
+    members: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {CLEAN: ([], [])}
+    for suite in SUITES.names():
+        for info in SUITES.get(suite).metrics:
+            if info.rank_group is not None:
+                members.setdefault(info.rank_group, ([], []))[info.rank_fallback].append((suite, info.metric))
+    return tuple(RankGroup(name, tuple(primary), tuple(fallback)) for name, (primary, fallback) in members.items())
+
+
+def rank_groups() -> dict[str, RankGroup]:
+    """The noise groups the registered suites declare, clean accuracy first, then in suite order."""
+    return {g.name: g for g in _declared_groups()}
 
 
 def group_columns(table: ResultTable, group: RankGroup) -> list[str]:
     """The table's metric columns that make up ``group``."""
-    for patterns in group.alternatives:
-        cols = [m for m in table.metrics
-                if any(fnmatch.fnmatchcase(m, p) for p in patterns)
-                and not any(fnmatch.fnmatchcase(m, e) for e in group.exclude)]
-        if group.first_only and cols:
-            for p in patterns:  # the first pattern wins, not the first column
-                hit = [m for m in cols if fnmatch.fnmatchcase(m, p)]
-                if hit:
-                    return hit[:1]
-        if cols:
-            return cols
-    return []
+    from nasrobust.noise.base import CLEAN
+
+    if group.name == CLEAN:  # measured by several suites on the same images: one column
+        clean = table.clean_column()
+        return [clean] if clean is not None else []
+    declared = [(m, info) for m in table.metrics if (info := column_info(m)) is not None and info.rank_group == group.name]
+    return [m for m, info in declared if not info.rank_fallback] or [m for m, _ in declared]
 
 
 def percentile_ranks(values: pd.Series, orientation: int) -> pd.Series:
@@ -79,13 +94,14 @@ def rank_scores(table: ResultTable, groups: Sequence[str] | None = None,
                 metrics: Sequence[str] = ()) -> pd.DataFrame:
     """Architectures x scores: one Borda score per noise group present, plus each column of ``metrics``
     as its oriented percentile rank."""
-    names = list(RANK_GROUPS) if groups is None else list(groups)
-    unknown = [g for g in names if g not in RANK_GROUPS]
+    declared = rank_groups()
+    names = list(declared) if groups is None else list(groups)
+    unknown = [g for g in names if g not in declared]
     if unknown:
-        raise NasRobustError(f"unknown noise group(s) {', '.join(unknown)}; use {', '.join(RANK_GROUPS)}")
+        raise NasRobustError(f"unknown noise group(s) {', '.join(unknown)}; use {', '.join(declared)}")
     out = {}
     for name in names:
-        cols = group_columns(table, RANK_GROUPS[name])
+        cols = group_columns(table, declared[name])
         if cols:
             ranks = pd.concat([percentile_ranks(table.frame[c], table.directions.get(c, 1)) for c in cols], axis=1)
             out[name] = ranks.mean(axis=1, skipna=True)
@@ -95,7 +111,7 @@ def rank_scores(table: ResultTable, groups: Sequence[str] | None = None,
     if len(out) < 2:
         raise NasRobustError(
             f"ranking agreement needs two noise groups; the table has {', '.join(out) or 'none'} "
-            f"(groups: {', '.join(RANK_GROUPS)})"
+            f"(groups: {', '.join(rank_groups())})"
         )
     return pd.DataFrame(out, index=table.frame.index)
 

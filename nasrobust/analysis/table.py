@@ -8,9 +8,12 @@ level, metric)``. Every analysis here wants the wide form instead: architectures
   when the only stored level of that triple is 0), e.g. ``adversarial/pgd_linf/accuracy@8/255``,
   ``natural/gaussian_noise/accuracy@3``, ``system/summary/worst``; adversarial budgets that
   are whole multiples of 1/255 are written ``k/255`` as in the papers;
-* ``metrics`` / ``exclude`` select columns by shell-style globs on those names; the
-  adversarial suite's ``sanity`` rows (0/1 check flags, not measurements) are excluded by
-  default;
+* ``metrics`` / ``exclude`` select columns by shell-style globs on those names; by default
+  the metrics a suite declares ``diagnostic`` (0/1 check flags such as the adversarial
+  suite's sanity checks, not measurements) are excluded;
+* each metric's direction (higher or lower is more robust) is what its suite declares
+  (:func:`nasrobust.noise.base.metric_info`); columns no registered suite declares count as
+  higher-is-better;
 * factors come from ``space.factors(arch)`` plus ``params`` and ``flops`` from
   ``space.cost(arch)`` (analytic, at the dataset's class count and image size);
 * a column with no variance, or measured on fewer than ``min_archs`` networks, is not
@@ -39,28 +42,13 @@ from nasrobust.errors import NasRobustError
 from nasrobust.space import get_space, list_spaces
 
 if TYPE_CHECKING:  # pragma: no cover
+    from nasrobust.noise.base import MetricInfo
     from nasrobust.store import ResultStore
 
 log = logging.getLogger(__name__)
 
 Source = Union["ResultStore", str, os.PathLike]
 
-#: Metric columns left out unless asked for: the adversarial suite's 0/1 sanity flags.
-DEFAULT_EXCLUDE: tuple[str, ...] = ("adversarial/sanity/*",)
-#: Columns (globs) where a lower value means a more robust network: mCE, relative mCE, CE and
-#: relative CE (Hendrycks & Dietterich 2019), ImageNet-P flip probabilities, the spread (std)
-#: of system-noise accuracies, the mean input-gradient norm of the certified suite. Every other
-#: metric (accuracies, AR, WCAR, certified radii and accuracies, CW's median minimal distance,
-#: DSRNA's signed Jacobian bound, AUPR) is higher-is-better.
-LOWER_IS_BETTER: tuple[str, ...] = (
-    "*/mce", "*/mce@*", "*/relative_mce", "*/relative_mce@*", "natural/mce/*", "natural/relative_mce/*",
-    "*/ce", "*/ce@*", "*/relative_ce", "*/relative_ce@*", "natural/fp/*", "natural/*/fp", "natural/*/fp@*",
-    "*/flip_probability*", "system/*/std", "system/*/std@*", "*/jacobian_norm_mean", "*/jacobian_norm_mean@*",
-)
-#: How the clean accuracy column is found (for ``covariate="clean"`` and Pareto plots): the
-#: adversarial suite's (all test examples), else the natural or system suite's, else any.
-CLEAN_PATTERNS: tuple[str, ...] = ("adversarial/clean/accuracy", "natural/clean/accuracy", "system/clean/accuracy",
-                                   "*/clean/accuracy", "*/clean/accuracy@*")
 #: Cost factors added to every space's own factors.
 COST_FACTORS: tuple[str, ...] = ("params", "flops")
 #: Key columns of every row (not analysed).
@@ -84,9 +72,38 @@ def metric_column(suite: str, noise: str, metric: str, level: float | None) -> s
     return base if level is None else f"{base}@{format_level(level)}"
 
 
-def direction(column: str, lower_is_better: Sequence[str] = LOWER_IS_BETTER) -> int:
-    """+1 when higher values of a metric column mean more robust, -1 when lower do."""
-    return -1 if any(fnmatch.fnmatchcase(column, g) for g in lower_is_better) else 1
+def column_key(column: str) -> tuple[str, str, str] | None:
+    """``(suite, noise, metric)`` of a metric column name, ``None`` for other names (factors, custom)."""
+    parts = column.split("@", 1)[0].split("/")
+    if len(parts) < 3:
+        return None
+    return parts[0], "/".join(parts[1:-1]), parts[-1]
+
+
+@functools.lru_cache(maxsize=4096)
+def column_info(column: str) -> "MetricInfo | None":
+    """What the suite that wrote ``column`` declares about it; ``None`` when no registered suite does."""
+    from nasrobust.noise.base import SUITES
+
+    key = column_key(column)
+    if key is None or key[0] not in SUITES:
+        return None
+    try:
+        return SUITES.get(key[0]).metric_info(key[1], key[2])
+    except NasRobustError:
+        return None
+
+
+def direction(column: str) -> int:
+    """+1 when higher values of a metric column mean more robust, -1 when lower do (as its suite declares)."""
+    info = column_info(column)
+    return -1 if info is not None and not info.higher_is_better else 1
+
+
+def is_diagnostic(column: str) -> bool:
+    """A 0/1 check flag (declared ``diagnostic``), not a measurement: left out of tables by default."""
+    info = column_info(column)
+    return info is not None and info.diagnostic
 
 
 def matches(name: str, patterns: Sequence[str] | None) -> bool:
@@ -164,11 +181,13 @@ class ResultTable:
         )
 
     def clean_column(self) -> str | None:
-        for pattern in CLEAN_PATTERNS:
-            for m in self.metrics:
-                if fnmatch.fnmatchcase(m, pattern):
-                    return m
-        return None
+        """The clean-accuracy column: one a suite declares in the ``clean`` rank group (a suite scoring every
+        test example before one scoring a subset, then by suite name), or ``None``."""
+        from nasrobust.noise.base import CLEAN
+
+        clean = [(info.rank_fallback, m) for m in self.metrics
+                 if (info := column_info(m)) is not None and info.rank_group == CLEAN]
+        return min(clean)[1] if clean else None
 
 
 # ----------------------------------------------------------------------------- opening
@@ -250,13 +269,16 @@ def build_table(
     dataset: str | None = None,
     weights_id: str | Sequence[str] | None = None,
     metrics: Sequence[str] | None = None,
-    exclude: Sequence[str] | None = DEFAULT_EXCLUDE,
+    exclude: Sequence[str] | None = None,
     min_archs: int = 3,
     num_classes: int | None = None,
     input_size: int | None = None,
-    lower_is_better: Sequence[str] = LOWER_IS_BETTER,
 ) -> ResultTable:
-    """Read a result store into a :class:`ResultTable` (see the module docstring)."""
+    """Read a result store into a :class:`ResultTable` (see the module docstring).
+
+    ``exclude``: globs of columns to leave out; ``None`` leaves out the declared diagnostic
+    metrics, ``()`` nothing.
+    """
     store, opened = open_source(source)
     try:
         name = resolve_space(store.spaces(), space, store.path)
@@ -273,13 +295,13 @@ def build_table(
     dataset = datasets[0]
 
     long = long.assign(column=_column_names(long))
-    wanted = {c: (metrics is None or matches(c, metrics)) and not matches(c, exclude) for c in long["column"].unique()}
+    wanted = {c: (metrics is None or matches(c, metrics)) and not _excluded(c, exclude) for c in long["column"].unique()}
     keep = long["column"].map(wanted)
     if not keep.any():
         sample = ", ".join(sorted(long["column"].unique())[:6])
         raise NasRobustError(
             f"no stored metric of {name} matches --metrics {', '.join(metrics or ['*'])} "
-            f"(excluding {', '.join(exclude or [])}); stored metrics include {sample}"
+            f"(excluding {'diagnostic metrics' if exclude is None else ', '.join(exclude)}); stored metrics include {sample}"
         )
     long = long[keep]
     notes: list[str] = []
@@ -335,8 +357,12 @@ def build_table(
     return ResultTable(
         space=name, dataset=dataset, frame=frame, factors=tuple(factors), metrics=tuple(kept_metrics),
         skipped=pd.DataFrame(skipped, columns=["column", "kind", "reason"]), notes=tuple(notes),
-        n_records=int(len(long)), directions={m: direction(m, lower_is_better) for m in kept_metrics},
+        n_records=int(len(long)), directions={m: direction(m) for m in kept_metrics},
     )
+
+
+def _excluded(column: str, exclude: Sequence[str] | None) -> bool:
+    return is_diagnostic(column) if exclude is None else matches(column, exclude)
 
 
 def _usable(frame: pd.DataFrame, columns: list[str], kind: str, min_archs: int, skipped: list[dict[str, str]]) -> list[str]:
@@ -355,8 +381,7 @@ def _usable(frame: pd.DataFrame, columns: list[str], kind: str, min_archs: int, 
 
 
 def table_from_frame(frame: pd.DataFrame, factors: Sequence[str], metrics: Sequence[str], *, space: str = "custom",
-                     dataset: str = "custom", min_archs: int = 3,
-                     lower_is_better: Sequence[str] = LOWER_IS_BETTER) -> ResultTable:
+                     dataset: str = "custom", min_archs: int = 3) -> ResultTable:
     """A :class:`ResultTable` from an in-memory frame (e.g. results read elsewhere), same checks as :func:`build_table`."""
     frame = frame.copy()
     for c in ID_COLUMNS:
@@ -369,4 +394,4 @@ def table_from_frame(frame: pd.DataFrame, factors: Sequence[str], metrics: Seque
         raise NasRobustError("no metric column can be analysed: " + "; ".join(s["reason"] for s in skipped))
     frame = frame[[*ID_COLUMNS, *f, *m]]
     return ResultTable(space, dataset, frame, tuple(f), tuple(m), pd.DataFrame(skipped, columns=["column", "kind", "reason"]),
-                       directions={c: direction(c, lower_is_better) for c in m})
+                       directions={c: direction(c) for c in m})
