@@ -245,7 +245,7 @@ def _to_mapping(value: Any) -> dict[str, str]:
     return out
 
 
-def _example(owner: str, f: dataclasses.Field) -> str:
+def _example(prefix: str, f: dataclasses.Field) -> str:
     given = f.metadata.get("example")
     if given is None:
         default = f.default
@@ -255,7 +255,7 @@ def _example(owner: str, f: dataclasses.Field) -> str:
             given = str(default).lower()
         elif default is not None and default is not dataclasses.MISSING and isinstance(default, (int, float, str)):
             given = str(default)
-    return f"; e.g. {owner}.{f.name}={given}" if given not in (None, "") else ""
+    return f"; e.g. {prefix}{f.name}={given}" if given not in (None, "") else ""
 
 
 def _choices(f: dataclasses.Field) -> tuple[Any, ...] | None:
@@ -265,14 +265,14 @@ def _choices(f: dataclasses.Field) -> tuple[Any, ...] | None:
     return tuple(choices() if callable(choices) else choices)
 
 
-def _check(owner: str, f: dataclasses.Field, value: Any) -> None:
+def _check(owner: str, prefix: str, f: dataclasses.Field, value: Any) -> None:
     """Bounds, choices and emptiness declared by :func:`option`."""
     if value is None:
         return
     label = f"{owner}.{f.name}"
     items = value if isinstance(value, tuple) else (value,)
     if isinstance(value, tuple) and not value and not f.metadata.get("allow_empty", False):
-        raise OptionError(f"{label} is empty; give at least one value{_example(owner, f)}")
+        raise OptionError(f"{label} is empty; give at least one value{_example(prefix, f)}")
     choices = _choices(f)
     if choices is not None:
         for item in items:
@@ -289,7 +289,7 @@ def _check(owner: str, f: dataclasses.Field, value: Any) -> None:
             bound = meta.get(key)
             if bound is not None and not ok(bound):
                 rule = "a positive integer (>= 1)" if positive_int else _bounds_text(meta)
-                raise OptionError(f"{label} must be {rule}, got {item!r}{_example(owner, f)}")
+                raise OptionError(f"{label} must be {rule}, got {item!r}{_example(prefix, f)}")
 
 
 def _normalised(f: dataclasses.Field, value: Any) -> Any:
@@ -316,14 +316,16 @@ def _fields(cls: type) -> tuple[tuple[dataclasses.Field, Any], ...]:
     return tuple((f, hints.get(f.name, Any)) for f in dataclasses.fields(cls) if f.init)
 
 
-def build_options(cls: type[T], values: Mapping[str, Any], *, owner: str) -> T:
+def build_options(cls: type[T], values: Mapping[str, Any], *, owner: str, key_prefix: str | None = None) -> T:
     """``cls`` (a frozen dataclass) from ``values``, each coerced to its field's type and checked.
 
-    ``owner`` prefixes messages (``"natural"`` -> ``natural.severities: ...``). Raises
+    ``owner`` prefixes messages (``"natural"`` -> ``natural.severities: ...``); examples in messages
+    write a key as the command line does, ``key_prefix`` + name (default ``owner.``). Raises
     :class:`~nasrobust.errors.UnknownNameError` for an unknown key (with "did you mean") or a
     value outside the declared choices, and :class:`OptionError` for a wrong type, an empty list
     or a value out of bounds.
     """
+    prefix = f"{owner}." if key_prefix is None else key_prefix
     fields = _fields(cls)
     by_name = {f.name: (f, tp) for f, tp in fields}
     for key in values:
@@ -340,8 +342,8 @@ def build_options(cls: type[T], values: Mapping[str, Any], *, owner: str) -> T:
             value = _coerce(raw, tp)
         except _Mismatch as exc:
             got = exc.args[0] if isinstance(exc, _BadItem) else raw
-            raise OptionError(f"{owner}.{name}: expected {_type_text(tp)}, got {got!r}{_example(owner, f)}") from None
-        _check(owner, f, value)
+            raise OptionError(f"{owner}.{name}: expected {_type_text(tp)}, got {got!r}{_example(prefix, f)}") from None
+        _check(owner, prefix, f, value)
         kwargs[name] = _normalised(f, value)
     try:
         return cls(**kwargs)

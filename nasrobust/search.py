@@ -41,6 +41,7 @@ import numpy as np
 from nasrobust.arch import Arch
 from nasrobust.errors import NasRobustError
 from nasrobust.metrics import MultiObjective, Objective, as_objectives
+from nasrobust.options import NoOptions, build_options
 from nasrobust.registry import Registry
 from nasrobust.space import SearchSpace, get_space
 
@@ -325,15 +326,13 @@ class SearchRun:
 
 
 # ----------------------------------------------------------------------------- the base class
-@dataclass(frozen=True)
-class NoOptions:
-    """A searcher without options."""
-
-
-def _option_error(cls: type, options: Mapping[str, Any], exc: Exception) -> SearchError:
-    valid = [f.name for f in dataclasses.fields(cls.Options)]
-    return SearchError(f"searcher {cls.name!r}: bad options {dict(options)} ({exc}); valid options: "
-                       f"{', '.join(valid) or 'none'}")
+def searcher_options(cls: type, options: Mapping[str, Any]) -> Any:
+    """``cls.Options`` from ``options`` by the shared coercion (:func:`nasrobust.options.build_options`);
+    a bad key or value is a one-line :class:`SearchError` naming the searcher."""
+    try:
+        return build_options(cls.Options, options, owner=cls.name, key_prefix="")  # CLI: --option KEY=VALUE
+    except NasRobustError as exc:
+        raise SearchError(str(exc)) from None
 
 
 class Searcher(abc.ABC):
@@ -361,10 +360,7 @@ class Searcher(abc.ABC):
                 f"searcher {self.name!r} optimises one objective but got {len(self.objectives)} "
                 f"({', '.join(self.objectives.names)}); combine them into a weighted sum (0.5*a+0.5*b) "
                 f"or use a multi-objective searcher ({', '.join(n for n in list_searchers() if SEARCHERS.get(n).multi_objective)})")
-        try:
-            self.options = self.Options(**options)
-        except (TypeError, ValueError) as exc:
-            raise _option_error(type(self), options, exc) from None
+        self.options = searcher_options(type(self), options)
 
     # ------------------------------------------------------------------ identity
     def header(self) -> dict[str, Any]:

@@ -176,7 +176,7 @@ def test_space_exhausted_stops_cleanly():
 
 
 def test_bad_options_and_budget():
-    with pytest.raises(SearchError, match="valid options: population_size, sample_size"):
+    with pytest.raises(SearchError, match="Valid evolution options: population_size, sample_size"):
         create_searcher("evolution", SPACE, lambda a: 0.0, colour="red")
     with pytest.raises(SearchError, match="sample_size"):
         create_searcher("evolution", SPACE, lambda a: 0.0, population_size=3, sample_size=5)
