@@ -30,7 +30,8 @@ def main() -> None:
     from nasrobust import checkpoint
     from nasrobust.data import load_dataset
     from nasrobust.inference import accuracy
-    from nasrobust.train.api import recalibrated_subnet, train_standalone
+    from nasrobust.supernet import recalibrated_subnet
+    from nasrobust.train.api import train_standalone
     from nasrobust.train.recipe import Recipe, get_preset
 
     torch.manual_seed(0)

@@ -57,14 +57,11 @@ def proxy_values(encodings: list[str], proxies: list[str], args: argparse.Namesp
     """``proxy -> encoding -> value`` for every architecture of a registered space."""
     from nasrobust.data import load_dataset
     from nasrobust.errors import NasRobustError
-    from nasrobust.metrics import parse_value
-    from nasrobust.proxies import ProxyMetric
+    from nasrobust.metrics import ProxyMetric
+    from nasrobust.options import parse_assignments
     from nasrobust.space import decode
 
-    build = {}
-    for item in args.build:
-        key, _, value = item.partition("=")
-        build[key] = parse_value(value)
+    build = parse_assignments(args.build, what="--build")
     data = load_dataset(args.dataset, root=args.data_root)
     archs = []
     for enc in encodings:

@@ -74,7 +74,7 @@ def main() -> None:
     from nasrobust import checkpoint
     from nasrobust.data import load_dataset
     from nasrobust.inference import accuracy
-    from nasrobust.train.api import recalibrated_subnet
+    from nasrobust.supernet import recalibrated_subnet
     from nasrobust.train.recipe import Recipe
 
     model, payload = checkpoint.load_supernet(out)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from nasrobust.arch import Arch
+from nasrobust.arch import SPACES, Arch, decode, get_space, list_spaces, register_space
 from nasrobust.cost import Cost, CostCounter, measure_cost
 from nasrobust.errors import EncodingError, NasRobustError, SpaceError, UnknownNameError
-from nasrobust.space import SPACES, SearchSpace, decode, get_space, list_spaces, register_space
+from nasrobust.space import SearchSpace
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,10 @@ _LAZY = {
     "parse_metric": "nasrobust.metrics",
     "SEARCHERS": "nasrobust.search",
     "create_searcher": "nasrobust.search",
+    "evaluate": "nasrobust.evaluation",
+    "EvalProtocol": "nasrobust.evaluation",
+    "EvaluationResult": "nasrobust.evaluation",
+    "load_checkpoint": "nasrobust.evaluation",
     "Evaluator": "nasrobust.evaluator",
     "load_dataset": "nasrobust.data",
     "Recipe": "nasrobust.train.recipe",

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from nasrobust.arch import Arch
-from nasrobust.search import Evaluation, ObjectiveInfo, Searcher, SearchError, SearchResult
+from nasrobust.search import Evaluation, ObjectiveInfo, Searcher, SearchError, SearchResult, searcher_options
 from nasrobust.space import SearchSpace, get_space
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def with_params(model: nn.Module, params: Params | None) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class WeightedSum(Regularizer):
+class RegularizerSum(Regularizer):
     """``sum_i weight_i * R_i`` (DSRNA-Combined uses the CB and Jacobian measures together)."""
 
     terms: tuple[tuple[float, Regularizer], ...]
@@ -243,11 +243,7 @@ class DifferentiableSearcher(Searcher):
         if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
             raise SearchError(f"budget must be a positive number of search epochs, got {budget!r}")
         self.budget, self.seed = int(budget), int(seed)
-        try:
-            self.options = self.Options(**options)
-        except (TypeError, ValueError) as exc:
-            valid = [f.name for f in dataclasses.fields(self.Options)]
-            raise SearchError(f"searcher {self.name!r}: bad options {options} ({exc}); valid options: {', '.join(valid)}") from None
+        self.options = searcher_options(type(self), options)
         if self.options.warmup_epochs >= self.budget:
             log.warning("%s: warmup_epochs=%d >= budget=%d epochs: the alphas will never be updated",
                         self.name, self.options.warmup_epochs, self.budget)
@@ -555,6 +551,6 @@ def warn_if_disconnected(space: SearchSpace, encoding: str) -> bool:
 
 
 __all__ = [
-    "BilevelRun", "DIFF_STATE_FILE", "DiffOptions", "DiffSearchResult", "DifferentiableSearcher", "Regularizer", "WeightedSum",
+    "BilevelRun", "DIFF_STATE_FILE", "DiffOptions", "DiffSearchResult", "DifferentiableSearcher", "Regularizer", "RegularizerSum",
     "build_search_model", "cosine_lr", "warn_if_disconnected", "with_params",
 ]

@@ -29,6 +29,7 @@ from nasrobust.errors import NasRobustError
 from nasrobust.noise.base import SUITES, EvalContext, NoiseSuite
 from nasrobust.records import Protocol, Record, ResultKey, WorkUnit
 from nasrobust.store import ResultStore
+from nasrobust.supernet import SupernetClassifier, recalibrated_subnet
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,16 @@ DEFAULT_CACHE = Path("~/.cache/nasrobust").expanduser()
 def make_suites(names: Iterable[str], options: dict[str, dict[str, Any]] | None = None) -> list[NoiseSuite]:
     """Suites by name (``adversarial``, ``natural``, ``system``, ``certified``) with their options."""
     options = options or {}
-    return [SUITES.create(name, **options.get(name, {})) for name in names]
+    return [SUITES.get(name).from_options(options.get(name, {})) for name in names]
+
+
+def eval_context(data: ImageData, n_examples: int | None, *, cache_dir: str | Path | None, device: torch.device,
+                 batch_size: int, seed: int, **extra: Any) -> EvalContext:
+    """What a suite sees: the first ``n_examples`` test images (all when ``None``) and the shared services."""
+    images, labels = stack(data.test_subset(n_examples))
+    return EvalContext(data=data, images=images, labels=labels,
+                       cache_dir=Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE,
+                       device=device, batch_size=batch_size, seed=seed, **extra)
 
 
 @dataclass(frozen=True)
@@ -86,13 +96,9 @@ class Evaluator:
         self.recalib_images = recalib_images
         self.reference = reference
         self.progress = progress and distributed.is_main()
-        images, labels = stack(data.test_subset(n_examples))
-        self.ctx = EvalContext(
-            data=data, images=images, labels=labels,
-            cache_dir=Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE,
-            device=self.device, batch_size=batch_size, seed=seed,
-            reference=self._reference_value, reference_name=reference.encoding if reference else None,
-        )
+        self.ctx = eval_context(data, n_examples, cache_dir=cache_dir, device=self.device, batch_size=batch_size,
+                                seed=seed, reference=self._reference_value,
+                                reference_name=reference.encoding if reference else None)
         self._prepared: set[str] = set()
 
     # ------------------------------------------------------------------ relative metrics
@@ -149,15 +155,13 @@ class Evaluator:
         return report
 
     # ------------------------------------------------------------------ supernet subnets
-    def evaluate_supernet(self, model, archs: Sequence[Arch], weights_id: str, *, shard: bool = True) -> list[ArchReport]:
+    def evaluate_supernet(self, model: SupernetClassifier, archs: Sequence[Arch], weights_id: str, *, shard: bool = True) -> list[ArchReport]:
         """BN-recalibrate and score each subnet (this rank's share under torchrun).
 
         A reference model (for mCE) that is a subnet of this supernet is evaluated first, and
         added to ``archs`` when it is not among them, so relative metrics exist for every arch.
         """
         from tqdm.auto import tqdm
-
-        from nasrobust.train.api import recalibrated_subnet
 
         archs = list(archs)
         if self.reference is not None and self.reference.weights_id == weights_id:
@@ -166,7 +170,7 @@ class Evaluator:
             if ref and shard and distributed.world_size() > 1:
                 # every rank needs the reference results: rank 0 scores it, the others wait
                 if distributed.is_main():
-                    self._evaluate_subnet(model, ref[0], weights_id, recalibrated_subnet)
+                    self._evaluate_subnet(model, ref[0], weights_id)
                 distributed.barrier()
                 archs = archs[1:]
         mine = distributed.shard(archs) if shard else archs
@@ -174,10 +178,10 @@ class Evaluator:
         bar = tqdm(mine, desc="architectures", disable=not self.progress, dynamic_ncols=True)
         for arch in bar:
             bar.set_postfix_str(arch.encoding[:60])
-            reports.append(self._evaluate_subnet(model, arch, weights_id, recalibrated_subnet))
+            reports.append(self._evaluate_subnet(model, arch, weights_id))
         return reports
 
-    def _evaluate_subnet(self, model, arch: Arch, weights_id: str, recalibrated_subnet) -> ArchReport:
+    def _evaluate_subnet(self, model: SupernetClassifier, arch: Arch, weights_id: str) -> ArchReport:
         pending = self.pending(arch, weights_id)
         if not pending:
             return ArchReport(arch.encoding)

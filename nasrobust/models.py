@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nasrobust.io import format_table
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -49,3 +51,14 @@ class ImageClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.preprocess(x))
+
+
+def layer_summary(model: nn.Module, depth: int = 2) -> str:
+    """Modules down to ``depth`` levels with their type and parameter count (``nasrobust describe``)."""
+    rows = []
+    for name, module in model.named_modules():
+        level = name.count(".") + 1 if name else 0
+        if 0 < level <= depth:
+            n = sum(p.numel() for p in module.parameters())
+            rows.append(("  " * (level - 1) + name.rsplit(".", 1)[-1], type(module).__name__, f"{n:,}"))
+    return format_table(rows, ["module", "type", "params"])

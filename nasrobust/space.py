@@ -1,4 +1,4 @@
-"""The search-space abstraction and its registry.
+"""The search-space abstraction (its registry, :data:`SPACES`, lives beside :class:`Arch` and is re-exported here).
 
 A :class:`SearchSpace` owns its choice lists once; everything else (sampling, encodings,
 analytic cost, the built module, factors for analysis, moves for searchers, the supernet)
@@ -13,60 +13,22 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nasrobust.arch import Arch
+from nasrobust.arch import SPACES, Arch, decode, get_space, list_spaces, register_space
 from nasrobust.cost import Cost
 from nasrobust.errors import EncodingError, NasRobustError, SpaceError, UnknownNameError
-from nasrobust.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
 log = logging.getLogger(__name__)
 
-#: Registered search spaces. ``SPACES.create(name)`` builds a fresh instance;
-#: :func:`get_space` returns a shared one.
-SPACES: Registry["SearchSpace"] = Registry("space", plugins="nasrobust.spaces")
-
 #: Spaces at most this many pixels wide use the small-input variant of their family.
 SMALL_INPUT_MAX = 64
-
-
-def register_space(name: str, doc: str = "") -> Callable:
-    """Register a :class:`SearchSpace` subclass (or a factory of one) under ``name``."""
-    return SPACES.register(name, doc)
-
-
-_instances: dict[str, "SearchSpace"] = {}
-
-
-def get_space(name: str) -> "SearchSpace":
-    """The shared instance of a registered space; an unknown name lists the valid ones."""
-    if name not in _instances:
-        space = SPACES.create(name)
-        if space.name != name:
-            raise RuntimeError(f"space registered as {name!r} calls itself {space.name!r}")
-        _instances[name] = space
-    return _instances[name]
-
-
-def list_spaces(pattern: str = "*") -> list[str]:
-    return SPACES.names(pattern)
-
-
-def decode(encoding: str) -> Arch:
-    """Decode a full encoding (``"<space>:<body>"``) of any registered space."""
-    space, sep, _ = encoding.partition(":")
-    if not sep:
-        raise NasRobustError(
-            f"encoding {encoding!r} has no space prefix; expected '<space>:<body>' "
-            f"with <space> one of: {', '.join(list_spaces())}"
-        )
-    return get_space(space).decode(encoding)
 
 
 class SearchSpace(abc.ABC):

@@ -30,19 +30,24 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
 from nasrobust.errors import NasRobustError
+from nasrobust.noise.base import SUITES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nasrobust.evaluation import EvalProtocol
 
 log = logging.getLogger(__name__)
 
-ALL_SUITES: tuple[str, ...] = ("adversarial", "natural", "system", "certified")
+#: Every registered suite (a study runs all of them unless told otherwise).
+ALL_SUITES: tuple[str, ...] = tuple(SUITES.names())
 
 
 @dataclass(frozen=True)
-class Protocol:
+class StudyProtocol:
     """How many subnets are scored and with which suite options."""
 
     eval_archs: int | None  # None: every sampled architecture
@@ -52,33 +57,33 @@ class Protocol:
     description: str = ""
 
 
-#: CPU-sized: every suite and noise family is present, each at fewer points and on the first 100
-#: (class-interleaved) test digits. At 200 digits the evaluation took ~16 s per bignas-small subnet
-#: on the 2-core CPU, too slow for 100 subnets in the 30-minute budget (benchmarks/study.md).
-CPU_PROTOCOL = Protocol(
+def _cpu_options() -> dict[str, dict[str, Any]]:
+    """Each suite's own reduced protocol (``NoiseSuite.cpu_options``)."""
+    return {name: dict(SUITES.get(name).cpu_options) for name in ALL_SUITES if SUITES.get(name).cpu_options}
+
+
+def _described(options: Mapping[str, Mapping[str, Any]]) -> str:
+    return "; ".join(f"{suite} " + ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+                                            for k, v in opts.items()) for suite, opts in options.items())
+
+
+#: CPU-sized: every suite and noise family is present, each at fewer points (the suite's
+#: ``cpu_options``) and on the first 100 (class-interleaved) test digits. At 200 digits the
+#: evaluation took ~16 s per bignas-small subnet on the 2-core CPU, too slow for 100 subnets in the
+#: 30-minute budget (benchmarks/study.md).
+CPU_PROTOCOL = StudyProtocol(
     eval_archs=100,
     n_examples=100,
     recalib_images=500,
-    suite_options={
-        # FGSM and PGD-10 (Linf) at the MNIST budget 0.1 (the sanity checks add eps 0 and 0.3);
-        # no PGD-L2/L1, CW or AutoAttack: minutes per subnet on a CPU.
-        "adversarial": {"attacks": ("fgsm", "pgd_linf"), "eps_linf": (0.1,), "steps": 10},
-        # all 15 corruptions at severities 1, 3, 5; no ImageNet-P sequences
-        "natural": {"severities": (1, 3, 5), "fp_kinds": ()},
-        # JPEG q96 through every decoder x resizer (PNG left out; decoded images are cached once)
-        "system": {"formats": ("jpeg",)},
-        # IBP certified accuracy and radius under Linf, on the first 100 images
-        "certified": {"methods": ("ibp",), "norms": ("linf",), "n_examples": 100},
-    },
-    description="CPU subset: 100 subnets, 100 test images, FGSM/PGD-10 Linf, 15 corruptions x 3 severities, "
-                "every decoder/resizer, IBP Linf",
+    suite_options=_cpu_options(),
+    description=f"CPU subset: 100 subnets, 100 test images; {_described(_cpu_options())}",
 )
 
 #: Every sampled subnet, each suite's published defaults, the whole test set.
-FULL_PROTOCOL = Protocol(eval_archs=None, n_examples=None, recalib_images=2000, suite_options={},
+FULL_PROTOCOL = StudyProtocol(eval_archs=None, n_examples=None, recalib_images=2000, suite_options={},
                          description="all subnets, each suite's defaults, whole test set")
 
-PROTOCOLS: dict[str, Protocol] = {"cpu": CPU_PROTOCOL, "full": FULL_PROTOCOL}
+PROTOCOLS: dict[str, StudyProtocol] = {"cpu": CPU_PROTOCOL, "full": FULL_PROTOCOL}
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,8 @@ class StudyConfig:
             raise NasRobustError(f"unknown suite(s) {sorted(unknown)}; valid: {', '.join(ALL_SUITES)}")
         p = PROTOCOLS[name]
         options = {s: {**p.suite_options.get(s, {}), **self.suite_options.get(s, {})} for s in self.suites}
+        for suite, given in options.items():  # a bad option fails now, not after the supernet is trained
+            SUITES.get(suite).from_options(given)
         eval_archs = self.eval_archs if self.eval_archs is not None else p.eval_archs
         recipe = Recipe.from_dict({**get_preset(self.preset).to_dict(), **self.recipe}).to_dict()
         return dataclasses.replace(
@@ -129,6 +136,15 @@ class StudyConfig:
             recalib_images=self.recalib_images or p.recalib_images,
             suite_options={s: o for s, o in options.items() if o}, recipe=recipe,
         )
+
+    def eval_protocol(self) -> EvalProtocol:
+        """The evaluation protocol of a :meth:`resolved` config (what :func:`nasrobust.evaluate` runs)."""
+        from nasrobust.evaluation import EvalProtocol
+
+        if self.recalib_images is None:
+            raise ValueError("eval_protocol() needs a resolved config (StudyConfig.resolved)")
+        return EvalProtocol(n_examples=self.n_examples, seed=self.seed, recalib_images=self.recalib_images,
+                            suite_options={s: dict(o) for s, o in self.suite_options.items()})
 
     # ------------------------------------------------------------------ TOML
     def to_toml(self) -> str:
@@ -259,7 +275,7 @@ class Study:
     def sample(self, data) -> list:
         """The ``n`` architectures (of the space's small-input variant for small images)."""
         from nasrobust import distributed
-        from nasrobust.cli.common import write_records
+        from nasrobust.io import write_records
         from nasrobust.space import get_space
 
         space = get_space(self.config.space).for_input_size(data.info.image_size)
@@ -287,20 +303,11 @@ class Study:
 
     def evaluate(self, data, archs: list, ckpt: Path) -> None:
         """Score ``archs`` (and the mCE reference, the largest subnet) on every suite into the store."""
-        from nasrobust import checkpoint
-        from nasrobust.evaluator import Evaluator, Reference, make_suites
-        from nasrobust.store import open_results
+        from nasrobust.evaluation import evaluate
 
         c = self.config
-        model, payload = checkpoint.load_supernet(ckpt, self.device)
-        weights_id = payload["weights_id"]
-        suites = make_suites(c.suites, {s: dict(o) for s, o in c.suite_options.items()})
-        with open_results(self.db) as store:
-            evaluator = Evaluator(store, data, suites, n_examples=c.n_examples, cache_dir=c.cache_dir, device=self.device,
-                                  batch_size=c.batch_size, seed=c.seed, recalib_images=c.recalib_images,
-                                  reference=Reference(model.supernet.largest().encoding, weights_id),
-                                  progress=self.progress)
-            evaluator.evaluate_supernet(model, archs, weights_id)
+        evaluate(ckpt, db=self.db, suites=c.suites, protocol=c.eval_protocol(), archs=archs, data=data,
+                 batch_size=c.batch_size, cache_dir=c.cache_dir, device=self.device, progress=self.progress)
 
     def analyze(self) -> Path:
         """Factor <-> robustness report over every scored subnet."""

@@ -8,23 +8,29 @@ supernet's weights copied in, so its outputs equal the supernet's active outputs
 
 Sub-networks share BN layers whose running statistics mix every subnet seen in training;
 before a subnet is scored its BN statistics are re-computed on a few training batches
-(:func:`recalibrate_bn`), as BigNAS and RobustART do.
+(:func:`recalibrate_bn`; :func:`recalibrated_subnet` for a subnet on a dataset's training
+images), as BigNAS and RobustART do. Training, evaluation and the live metric all score
+subnets this way, so it lives here rather than in any one of them.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
-from typing import Any
+import inspect
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from nasrobust.arch import Arch
-from nasrobust.errors import NasRobustError
+from nasrobust.errors import NasRobustError, UnknownNameError
 from nasrobust.models import ImageClassifier
 from nasrobust.space import SearchSpace, get_space
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nasrobust.data import ImageData
 
 
 class Supernet(nn.Module, abc.ABC):
@@ -153,9 +159,50 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     return seen
 
 
-def build_supernet(space_name: str, input_size: int, mean, std, **config: Any) -> SupernetClassifier:
-    """The space's supernet wrapped for ``[0, 1]`` images of ``input_size`` pixels."""
+def recalibration_batches(data: ImageData, n_images: int, batch_size: int, seed: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Random training images (fixed by ``seed``) for BN re-calibration, in batches."""
+    subset = data.train_subset(n_images, torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
+    for x, _ in loader:
+        yield x.to(device)
+
+
+def recalibrate(model: nn.Module, data: ImageData, n_images: int, batch_size: int = 200, seed: int = 0) -> int:
+    """Re-estimate ``model``'s BN statistics on ``n_images`` random training images (fixed by ``seed``)."""
+    device = next(model.parameters()).device
+    return recalibrate_bn(model, recalibration_batches(data, n_images, batch_size, seed, device))
+
+
+def recalibrated_subnet(model: SupernetClassifier, arch: Arch, data: ImageData, n_images: int = 2000,
+                        batch_size: int = 200, seed: int = 0, extract: bool = True) -> nn.Module:
+    """Activate ``arch``, re-calibrate its BN statistics on training images, and (by default) extract it.
+
+    The recalibrated statistics are those of ``arch`` alone; the extracted module is an
+    independent :class:`ImageClassifier` with the supernet's weights.
+    """
+    model.set_active(arch)
+    recalibrate(model, data, n_images, batch_size, seed)
+    return model.extract(arch).eval() if extract else model
+
+
+def supernet_option_names(space: SearchSpace) -> list[str]:
+    """The keyword options of ``space.supernet`` (what ``--supernet-option KEY=VALUE`` may set)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [name for name, p in inspect.signature(space.supernet).parameters.items() if p.kind in kinds]
+
+
+def build_supernet(space_name: str, input_size: int, mean: Sequence[float], std: Sequence[float],
+                   **config: Any) -> SupernetClassifier:
+    """The space's supernet wrapped for ``[0, 1]`` images of ``input_size`` pixels.
+
+    An option that ``space.supernet`` does not take is an :class:`~nasrobust.errors.UnknownNameError`
+    ("did you mean"), raised before anything is built.
+    """
     space = get_space(space_name)
+    valid = supernet_option_names(space)
+    for key in config:
+        if key not in valid:
+            raise UnknownNameError(f"{space.name} supernet option", key, valid)
     net = space.supernet(**config)
     if not isinstance(net, Supernet):
         raise TypeError(f"{space_name}.supernet() must return a nasrobust.supernet.Supernet")

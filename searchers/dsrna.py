@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from nasrobust.bounds import BoundGraph, jacobian_bound
-from nasrobust.diffsearch import DifferentiableSearcher, DiffOptions, Params, Regularizer, WeightedSum, with_params
+from nasrobust.diffsearch import DifferentiableSearcher, DiffOptions, Params, Regularizer, RegularizerSum, with_params
 from nasrobust.search import register_searcher
 
 
@@ -121,5 +121,5 @@ class DsrnaCombined(_Dsrna):
 
     def regularizer(self) -> Regularizer:
         if not hasattr(self, "_sum"):
-            self._sum = WeightedSum(((1.0, self._certified()), (1.0, self._jacobian())))
+            self._sum = RegularizerSum(((1.0, self._certified()), (1.0, self._jacobian())))
         return self._sum

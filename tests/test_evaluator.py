@@ -13,6 +13,7 @@ import pytest
 from nasrobust import get_space
 from nasrobust.cli.main import main
 from nasrobust.data import load_dataset
+from nasrobust.errors import NasRobustError
 from nasrobust.evaluator import Evaluator, Reference, make_suites
 from nasrobust.store import open_results
 from nasrobust.train import Recipe
@@ -45,6 +46,11 @@ def table(db):
         return {(r.key.encoding, r.key.suite, r.key.noise, r.key.level, r.key.metric): r.value for r in store.query()}
 
 
+def runs_of(db):
+    with open_results(db, create=False) as store:
+        return store.runs()
+
+
 def test_evaluate_writes_every_arch_and_suite(supernet_ckpt, tmp_path, capsys):
     db = tmp_path / "r.db"
     assert main(evaluate_argv(supernet_ckpt, db, tmp_path / "cache")) == 0
@@ -59,11 +65,12 @@ def test_evaluate_writes_every_arch_and_suite(supernet_ckpt, tmp_path, capsys):
     largest = get_space("nb201").supernet(channels=4, cells_per_stage=1).largest().encoding
     assert rows[(largest, "natural", "mce", 0.0, "mce")] == pytest.approx(1.0)
     assert all((a.encoding, "natural", "mce", 0.0, "mce") in rows for a in archs)
-    # a rerun finds every unit complete and writes nothing new
-    before = os.path.getmtime(db)
+    # a rerun finds every unit complete and writes nothing new: no row changes, and no run is recorded
+    # (the store records a run with its first write)
+    runs = len(runs_of(db))
     assert main(evaluate_argv(supernet_ckpt, db, tmp_path / "cache")) == 0
     assert table(db) == rows
-    assert before <= os.path.getmtime(db)
+    assert len(runs_of(db)) == runs
 
 
 def test_killed_evaluation_resumes_to_the_same_table(supernet_ckpt, tmp_path):
@@ -119,3 +126,42 @@ def test_python_api(supernet_ckpt, tmp_path):
     assert reports[0].written["natural"] > 0
     values = {(r.key.noise, r.key.metric): r.value for r in store.query(arch)}
     assert values[("mce", "mce")] == pytest.approx(1.0)
+
+
+def test_the_entry_point_writes_what_the_cli_writes(supernet_ckpt, tmp_path):
+    """nasrobust.evaluate is what `nasrobust evaluate` runs: the same arguments give the same rows."""
+    import nasrobust
+    from nasrobust.cli.evaluate_cmd import parse_suite_options
+
+    cli = tmp_path / "cli.db"
+    assert main(evaluate_argv(supernet_ckpt, cli, tmp_path / "cache")) == 0
+    protocol = nasrobust.EvalProtocol(n_examples=60, suite_options=parse_suite_options(SUITE_OPTIONS), recalib_images=200)
+    result = nasrobust.evaluate(supernet_ckpt, db=tmp_path / "api.db", suites=["natural", "system"], protocol=protocol,
+                                n_archs=N_ARCHS, cache_dir=tmp_path / "cache")
+    assert table(tmp_path / "api.db") == table(cli)
+    assert result.encodings == [a.encoding for a in get_space("nb201").sample(N_ARCHS, seed=0)]
+    assert result.dataset == "digits" and len(result.reports) == N_ARCHS + 1  # + the mCE reference, scored first
+
+
+def test_the_entry_point_scores_a_model_object(supernet_ckpt, tmp_path):
+    """A stand-alone module (here an extracted, re-calibrated subnet) is one architecture under its weights id."""
+    import nasrobust
+    from nasrobust.checkpoint import load_supernet
+    from nasrobust.supernet import recalibrated_subnet
+
+    model, _ = load_supernet(supernet_ckpt)
+    data = load_dataset("digits")
+    arch = model.supernet.smallest()
+    net = recalibrated_subnet(model, arch, data, 200)
+    protocol = nasrobust.EvalProtocol(n_examples=40, suite_options={"system": {"formats": ("png",),
+                                                                             "decoders": ("pil",)}})
+    with pytest.raises(NasRobustError, match="weights_id"):
+        nasrobust.evaluate(net, db=tmp_path / "m.db", suites=["system"], protocol=protocol, archs=[arch], data=data)
+    with pytest.raises(NasRobustError, match="ENCODING@WEIGHTS_ID"):
+        nasrobust.evaluate(net, db=tmp_path / "m.db", suites=["system"], protocol=protocol, archs=[arch], data=data,
+                           weights_id="mine", reference=arch.encoding)
+    result = nasrobust.evaluate(net, db=tmp_path / "m.db", suites=["system"], protocol=protocol, archs=[arch],
+                                data=data, weights_id="mine", cache_dir=tmp_path / "cache")
+    assert result.archs == (arch,) and result.reports[0].written["system"] > 0
+    with open_results(tmp_path / "m.db", create=False) as store:
+        assert {r.key.weights_id for r in store.query(arch)} == {"mine"}

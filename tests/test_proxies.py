@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nasrobust.metrics import ProxyMetric
 from nasrobust.proxies import (
     PROXIES,
-    ProxyMetric,
     grad_norm,
     input_grad_norm,
     jacob_cov,

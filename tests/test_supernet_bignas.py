@@ -196,7 +196,8 @@ def test_short_sandwich_training_beats_chance(mnist, tmp_path):
     steps): after BN re-calibration the largest, the smallest and two random subnets score far
     above chance (10%) on the 1,000 test digits, and the checkpoint reloads as the same supernet."""
     from nasrobust import checkpoint
-    from nasrobust.train.api import recalibrated_subnet, train_supernet
+    from nasrobust.supernet import recalibrated_subnet
+    from nasrobust.train.api import train_supernet
 
     small = ImageData(mnist.info, torch.utils.data.Subset(mnist.train, range(2000)), mnist.test)
     recipe = Recipe(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.2, bn_recalib_images=1000)

@@ -146,7 +146,8 @@ def test_checkpoint_errors_name_the_fix(tmp_path, digits):
 # ----------------------------------------------------------------------------- fine-tuning from a supernet
 def test_finetuning_from_a_supernet_with_its_largest_subnet_as_teacher(tmp_path, digits):
     """`train --from-supernet S --kd-teacher S`: starts from the extracted subnet, learns from the largest."""
-    from nasrobust.train.api import _teacher, recalibrate, recalibrated_subnet, train_supernet
+    from nasrobust.supernet import recalibrate, recalibrated_subnet
+    from nasrobust.train.api import _teacher, train_supernet
 
     sizes = {"channels": 4, "cells_per_stage": 1}
     parent = train_supernet("nb201", digits, tiny_recipe(epochs=1, bn_recalib_images=200), tmp_path / "super",

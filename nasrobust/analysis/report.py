@@ -27,8 +27,9 @@ import pandas as pd
 import nasrobust
 from nasrobust.analysis import correlation, effects, plots, ranking, stats
 from nasrobust.analysis.surrogate import Surrogate
-from nasrobust.analysis.table import DEFAULT_EXCLUDE, ResultTable, Source, build_table
+from nasrobust.analysis.table import ResultTable, Source, build_table
 from nasrobust.errors import NasRobustError
+from nasrobust.noise.base import CLEAN
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class ReportOptions:
     dataset: str | None = None
     weights_id: str | None = None
     metrics: tuple[str, ...] | None = None
-    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    exclude: tuple[str, ...] | None = None  # None: the metrics suites declare diagnostic (check flags)
     methods: tuple[str, ...] = stats.METHODS
     n_boot: int = 1000
     seed: int = 0
@@ -177,7 +178,7 @@ def build_report(source: Source, out: str | Path, options: ReportOptions = Repor
         agree = ranking.ranking_agreement(table)
         csv["rank_scores"], csv["ranking_agreement"] = scores, agree
         s.text.append("Each noise group ranks the architectures by a Borda score (mean oriented percentile rank over the "
-                      "group's columns): " + "; ".join(f"{k}: {g.doc}" for k, g in ranking.RANK_GROUPS.items()
+                      "group's columns): " + "; ".join(f"{k}: {g.doc}" for k, g in ranking.rank_groups().items()
                                                       if k in scores.columns) + ".")
         s.tables.append(("Kendall tau and shared top-10% architectures", _round(agree)))
         figs["ranking"] = plots.to_png(plots.agreement_heatmap(ranking.agreement_matrix(agree, "tau")))
@@ -252,8 +253,8 @@ def _pareto_targets(table: ResultTable, override: str | None) -> list[tuple[str,
             table.select_metrics([override])[0]
         return [("custom", col)]
     out = []
-    for name, group in ranking.RANK_GROUPS.items():
-        if name == "clean":
+    for name, group in ranking.rank_groups().items():
+        if name == CLEAN:
             continue
         cols = ranking.group_columns(table, group)
         if cols:
@@ -270,7 +271,7 @@ def _surrogate_targets(table: ResultTable, scores: pd.DataFrame | None,
     if clean:
         targets.append((clean, table))
     if scores is not None:
-        derived = {f"score/{c}": scores[c] for c in scores.columns if c != "clean"}
+        derived = {f"score/{c}": scores[c] for c in scores.columns if c != CLEAN}
         if derived:
             frame = pd.concat([table.frame, pd.DataFrame(derived, index=table.frame.index)], axis=1)
             scored = dataclasses.replace(table, frame=frame, metrics=(*table.metrics, *derived),

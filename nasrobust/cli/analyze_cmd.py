@@ -30,7 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", action="append", metavar="GLOB",
                    help="analyse only metric columns matching (repeatable), e.g. 'adversarial/*' or '*/accuracy@8/255'")
     p.add_argument("--exclude", action="append", metavar="GLOB",
-                   help="leave out metric columns matching (repeatable; default adversarial/sanity/*)")
+                   help="leave out metric columns matching (repeatable; default: the suites' diagnostic check flags)")
     p.add_argument("--methods", type=_csv, default=("spearman", "kendall", "pearson"),
                    help="correlations, comma-separated (default spearman,kendall,pearson; the first is plotted)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per interval (default 1000)")
@@ -73,13 +73,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------- analyze
 def _options(args: argparse.Namespace):
     from nasrobust.analysis.report import ReportOptions
-    from nasrobust.analysis.table import DEFAULT_EXCLUDE
 
     covariates = () if args.covariates in (("none",), ()) else args.covariates
     return ReportOptions(
         space=args.space, dataset=args.dataset, weights_id=args.weights_id,
         metrics=tuple(args.metrics) if args.metrics else None,
-        exclude=tuple(args.exclude) if args.exclude else DEFAULT_EXCLUDE,
+        exclude=tuple(args.exclude) if args.exclude else None,
         methods=args.methods, n_boot=args.n_boot, seed=args.seed, correction=args.correction, alpha=args.alpha,
         test=args.test, covariates=covariates, surrogate=None if args.surrogate == "none" else args.surrogate,
         surrogate_metrics=tuple(args.surrogate_metric), pareto_metric=args.pareto_metric, top=args.top,
@@ -140,7 +139,7 @@ def load_model_spec(spec: str, data=None, *, recalib_images: int = 2000, seed: i
         return model, checkpoint.meta_of(payload), Path(spec).name or spec
     if not encoding.strip():
         raise NasRobustError(f"{spec!r}: expected SUPERNET_CHECKPOINT#ENCODING with an encoding after '#'")
-    from nasrobust.train.api import recalibrated_subnet
+    from nasrobust.supernet import recalibrated_subnet
 
     supernet, payload = checkpoint.load_supernet(path, device)
     meta = checkpoint.meta_of(payload)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nasrobust.cli.common import parse_literal, positive_int
+from nasrobust.cli.common import positive_int
 from nasrobust.errors import NasRobustError
+from nasrobust.options import parse_assignments
 
 ALL_SUITES = "adversarial,natural,system,certified"
 
@@ -49,46 +50,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def parse_suite_options(items: list[str]) -> dict[str, dict[str, Any]]:
     """``["adversarial.attacks=pgd_linf,fgsm", "natural.severities=1,3"]`` -> nested dict.
 
-    Values are Python literals when they parse (numbers, tuples, booleans), else strings;
-    comma-separated values become tuples.
+    Values follow the one KEY=VALUE grammar of :mod:`nasrobust.options` (a comma list is a
+    tuple); each suite coerces and checks its own options when it is created.
     """
+    from nasrobust.noise.base import SUITES
+
     out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        name, eq, value = item.partition("=")
+    for name, value in parse_assignments(items, what="--suite-option").items():
         suite, dot, key = name.partition(".")
-        if not (eq and dot and suite and key):
-            raise NasRobustError(f"--suite-option {item!r}: expected SUITE.KEY=VALUE, e.g. adversarial.steps=10")
-        parts = [parse_literal(v) for v in value.split(",")] if "," in value else [parse_literal(value)]
-        out.setdefault(suite, {})[key.replace("-", "_")] = tuple(parts) if len(parts) > 1 else parts[0]
+        if not (dot and suite and key):
+            raise NasRobustError(f"--suite-option {name}=...: expected SUITE.KEY=VALUE, e.g. adversarial.steps=10")
+        SUITES.get(suite)  # an unknown suite: "did you mean", before any work
+        out.setdefault(suite, {})[key] = value
     return out
 
 
-def _archs(space, args: argparse.Namespace, supernet=None) -> list:
-    from nasrobust.cli.common import read_records
-
-    archs = []
-    if args.archs:
-        for rec in read_records(args.archs):
-            archs.append(space.decode(rec["encoding"]))
-    for text in args.arch or []:
-        archs.append(space.resolve(text))
-    if args.n:
-        archs.extend(space.sample(args.n, seed=args.sample_seed))
-    if not archs:
-        raise NasRobustError("nothing to evaluate: pass --archs FILE, --arch ENCODING or --n N")
-    seen, unique = set(), []
-    for a in archs:
-        if a not in seen:
-            seen.add(a)
-            unique.append(a)
-    return unique
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from nasrobust import checkpoint, distributed
-    from nasrobust.data import load_dataset
-    from nasrobust.evaluator import Evaluator, Reference, make_suites
-    from nasrobust.report import summary_table
+    from nasrobust import distributed
+    from nasrobust.evaluation import LARGEST, EvalProtocol, evaluate
+    from nasrobust.headlines import summary_table
+    from nasrobust.io import read_records
     from nasrobust.store import open_results
 
     modes = [m for m in ("supernet", "checkpoint", "pretrained") if getattr(args, m)]
@@ -96,70 +77,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise NasRobustError("choose exactly one of --supernet, --checkpoint or --pretrained (zoo)")
     device = distributed.local_device()
     distributed.init(device)
-    suites = make_suites([s.strip() for s in args.suites.split(",") if s.strip()], parse_suite_options(args.suite_option))
-
-    if args.supernet:
-        model, payload = checkpoint.load_supernet(args.supernet, device)
-        meta = checkpoint.meta_of(payload)
-        if args.space:
-            checkpoint.expect(meta, space=args.space, path=args.supernet)
-        data = load_dataset(args.dataset or meta.dataset["name"], root=args.data_root or meta.data_root)
-        _same_dataset(meta, data, args.supernet)
-        space = model.supernet.space
-        archs = _archs(space, args)
-        weights_id = payload["weights_id"]
-        ref_enc = space.resolve(args.reference).encoding if args.reference else model.supernet.largest().encoding
-        store = open_results(args.db)
-        evaluator = Evaluator(store, data, suites, n_examples=args.n_examples, cache_dir=args.cache_dir, device=device,
-                              batch_size=args.batch_size, seed=args.seed, recalib_images=args.recalib_images,
-                              reference=Reference(ref_enc, weights_id), progress=not args.no_progress)
-        evaluator.evaluate_supernet(model, archs, weights_id)
-    elif args.checkpoint:
-        model, payload = checkpoint.load_model(args.checkpoint, device)
-        meta = checkpoint.meta_of(payload)
-        if args.space:
-            checkpoint.expect(meta, space=args.space, path=args.checkpoint)
-        data = load_dataset(args.dataset or meta.dataset["name"], root=args.data_root or meta.data_root)
-        _same_dataset(meta, data, args.checkpoint)
-        from nasrobust.space import get_space
-
-        archs = [get_space(meta.space).decode(meta.arch)]
-        weights_id = payload["weights_id"]
-        store = open_results(args.db)
-        reference = Reference(*args.reference.split("@", 1)) if args.reference and "@" in args.reference else None
-        evaluator = Evaluator(store, data, suites, n_examples=args.n_examples, cache_dir=args.cache_dir, device=device,
-                              batch_size=args.batch_size, seed=args.seed, reference=reference, progress=not args.no_progress)
-        evaluator.evaluate(model, archs[0], weights_id)
+    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
+    protocol = EvalProtocol(n_examples=args.n_examples, suite_options=parse_suite_options(args.suite_option),
+                            seed=args.seed, recalib_images=args.recalib_images)
+    common = dict(db=args.db, suites=suites, protocol=protocol, batch_size=args.batch_size, cache_dir=args.cache_dir,
+                  device=device, progress=not args.no_progress)
+    if args.pretrained:
+        encodings, weights_id, dataset = _pretrained_zoo(args, common)
     else:
-        from nasrobust.models import ImageClassifier
-        from nasrobust.space import get_space
-
-        if args.space != "zoo" or not args.arch or not args.dataset:
-            raise NasRobustError("--pretrained needs --space zoo --arch NAME --dataset imagefolder --data-root IMAGENET")
-        space = get_space("zoo")
-        data = load_dataset(args.dataset, root=args.data_root)
-        if data.info.num_classes != 1000:
-            raise NasRobustError(f"pretrained zoo models predict 1000 ImageNet classes; {data.info.name} has {data.info.num_classes}")
-        store = open_results(args.db)
-        archs = [space.resolve(a) for a in args.arch]
-        evaluator = Evaluator(store, data, suites, n_examples=args.n_examples, cache_dir=args.cache_dir, device=device,
-                              batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
-        for arch in archs:
-            mean, std = space.normalization(arch)
-            net = space.build(arch, num_classes=1000, pretrained=True)
-            model = ImageClassifier(net, space.resolution(arch), mean, std)
-            evaluator.evaluate(model, arch, f"timm-pretrained:{arch.encoding.partition(':')[2]}")
-        weights_id = None
+        archs = [rec["encoding"] for rec in read_records(args.archs)] if args.archs else []
+        result = evaluate(args.supernet or args.checkpoint, kind="supernet" if args.supernet else "standalone",
+                          space=args.space, data=args.dataset, data_root=args.data_root,
+                          archs=[*archs, *(args.arch or [])], n_archs=args.n, sample_seed=args.sample_seed,
+                          reference=args.reference or LARGEST, **common)
+        encodings, weights_id, dataset = result.encodings, result.weights_id, result.dataset
     distributed.barrier()
     if distributed.is_main():
-        print(summary_table(store, [a.encoding for a in archs], dataset=data.info.name, weights_id=weights_id))
+        with open_results(args.db, create=False) as store:
+            print(summary_table(store, encodings, dataset=dataset, weights_id=weights_id))
         print(f"results in {args.db}")
     return 0
 
 
-def _same_dataset(meta, data, path) -> None:
-    if meta.dataset["name"] != data.info.name:
-        raise NasRobustError(
-            f"{path} was trained on {meta.dataset['name']}; evaluating on {data.info.name} would need the same classes. "
-            f"Pass --dataset {meta.dataset['name']}"
-        )
+def _pretrained_zoo(args: argparse.Namespace, common: dict[str, Any]) -> tuple[list[str], None, str]:
+    """Zoo models with timm's pretrained ImageNet weights, each keyed by its own weights id."""
+    from nasrobust.data import load_dataset
+    from nasrobust.evaluation import evaluate
+    from nasrobust.models import ImageClassifier
+    from nasrobust.space import get_space
+
+    if args.space != "zoo" or not args.arch or not args.dataset:
+        raise NasRobustError("--pretrained needs --space zoo --arch NAME --dataset imagefolder --data-root IMAGENET")
+    space = get_space("zoo")
+    data = load_dataset(args.dataset, root=args.data_root)
+    if data.info.num_classes != 1000:
+        raise NasRobustError(f"pretrained zoo models predict 1000 ImageNet classes; {data.info.name} has {data.info.num_classes}")
+    archs = list(dict.fromkeys(space.resolve(a) for a in args.arch))
+    for arch in archs:
+        mean, std = space.normalization(arch)
+        net = space.build(arch, num_classes=1000, pretrained=True)
+        model = ImageClassifier(net, space.resolution(arch), mean, std)
+        evaluate(model, archs=[arch], data=data, weights_id=f"timm-pretrained:{arch.encoding.partition(':')[2]}",
+                 reference=None, **common)
+    return [a.encoding for a in archs], None, data.info.name

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Any
-
-from nasrobust.cli.common import format_table, positive_int
+from nasrobust.cli.common import positive_int
 from nasrobust.errors import NasRobustError
+from nasrobust.io import format_table
+from nasrobust.options import parse_assignments
 
 STATE_FILE = "state.jsonl"
 RESULT_FILE = "result.json"
@@ -44,18 +44,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--help-metric", action="store_true", help="show the metric spec grammar")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_search)
-
-
-def _options(items: list[str]) -> dict[str, Any]:
-    from nasrobust.metrics import parse_value
-
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise NasRobustError(f"--option {item!r}: expected KEY=VALUE, e.g. population_size=20")
-        out[key.strip().replace("-", "_")] = parse_value(value)
-    return out
 
 
 def _list_searchers() -> int:
@@ -112,7 +100,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from nasrobust.space import get_space
 
     space = get_space(args.space)
-    options = _options(args.option)
+    options = parse_assignments(args.option, what="--option")
     if differentiable and args.dataset:
         options["dataset"] = args.dataset
     objectives = None if differentiable else _objectives(args, space)

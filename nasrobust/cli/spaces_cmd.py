@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from nasrobust.cli.common import emit_json, format_table, human, positive_int, write_records
+from nasrobust.cli.common import emit_json, positive_int
+from nasrobust.io import format_table, human, write_records
 from nasrobust.space import get_space, list_spaces
 
 
@@ -67,7 +68,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
         return 0
     import torch
 
-    from nasrobust.summary import layer_summary
+    from nasrobust.models import layer_summary
 
     print(f"{record['encoding']}")
     print(f"  params {record['params']:,} ({human(record['params'])})   FLOPs (MACs) {record['flops']:,} ({human(record['flops'])})")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nasrobust.cli.common import emit_json, format_table
+from nasrobust.cli.common import emit_json
 from nasrobust.errors import NasRobustError
+from nasrobust.io import format_table
 
 #: Filters shared by both commands: flag -> (ResultStore keyword, help).
 _FILTERS = {

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from nasrobust.cli.common import parse_options, positive_int
+from nasrobust.cli.common import positive_int
+from nasrobust.options import parse_assignments
 from nasrobust.cli.evaluate_cmd import parse_suite_options
 from nasrobust.errors import NasRobustError
 
@@ -53,7 +54,7 @@ def config_from_args(args: argparse.Namespace):
     return StudyConfig(
         space=args.space, n=args.n, dataset=args.dataset, out=args.out, data_root=args.data_root, seed=args.seed,
         preset=args.preset, recipe={"epochs": args.epochs} if args.epochs else {},
-        supernet=parse_options(args.supernet_option, "--supernet-option"), protocol=args.protocol,
+        supernet=parse_assignments(args.supernet_option, what="--supernet-option"), protocol=args.protocol,
         eval_archs=args.eval_archs, n_examples=args.n_examples, suites=suites,
         suite_options=parse_suite_options(args.suite_option), n_boot=args.n_boot, cache_dir=args.cache_dir,
     )

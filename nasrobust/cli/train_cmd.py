@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from nasrobust.cli.common import parse_options, positive_int
+from nasrobust.cli.common import positive_int
+from nasrobust.options import parse_assignments
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -106,7 +107,7 @@ def cmd_train_supernet(args: argparse.Namespace) -> int:
     from nasrobust.train.api import train_supernet
 
     result = train_supernet(args.space, _data(args), recipe_from_args(args), args.out, data_root=args.data_root,
-                            progress=not args.no_progress, **parse_options(args.supernet_option, "--supernet-option"))
+                            progress=not args.no_progress, **parse_assignments(args.supernet_option, what="--supernet-option"))
     _report(result)
     return 0
 
@@ -114,7 +115,7 @@ def cmd_train_supernet(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from nasrobust.train.api import train_standalone
 
-    build = parse_options(args.build_option, "--build-option")
+    build = parse_assignments(args.build_option, what="--build-option")
     result = train_standalone(args.space, args.arch, _data(args), recipe_from_args(args), args.out,
                               from_supernet=args.from_supernet, data_root=args.data_root, progress=not args.no_progress,
                               build_kwargs=build or None)

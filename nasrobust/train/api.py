@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from nasrobust.errors import NasRobustError
 from nasrobust.inference import accuracy
 from nasrobust.models import ImageClassifier
 from nasrobust.space import SearchSpace, get_space
-from nasrobust.supernet import SupernetClassifier, build_supernet, recalibrate_bn
+from nasrobust.supernet import SupernetClassifier, build_supernet, recalibrate, recalibrated_subnet
 from nasrobust.train.engine import Trainer, TrainResult
 from nasrobust.train.recipe import Recipe
 from nasrobust.train.steps import SandwichStep, StandaloneStep
@@ -30,32 +29,6 @@ def space_for_data(space_name: str, data: ImageData) -> SearchSpace:
     if space.name != space_name:
         log.info("using %s, the small-input variant of %s, for %d-px %s images", space.name, space_name, data.info.image_size, data.info.name)
     return space
-
-
-def recalibration_batches(data: ImageData, n_images: int, batch_size: int, seed: int, device: torch.device) -> Iterator[torch.Tensor]:
-    """Random training images (fixed by ``seed``) for BN re-calibration, in batches."""
-    subset = data.train_subset(n_images, torch.Generator().manual_seed(seed))
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False)
-    for x, _ in loader:
-        yield x.to(device)
-
-
-def recalibrate(model: nn.Module, data: ImageData, n_images: int, batch_size: int = 200, seed: int = 0) -> int:
-    """Re-estimate ``model``'s BN statistics on ``n_images`` random training images (fixed by ``seed``)."""
-    device = next(model.parameters()).device
-    return recalibrate_bn(model, recalibration_batches(data, n_images, batch_size, seed, device))
-
-
-def recalibrated_subnet(model: SupernetClassifier, arch: Arch, data: ImageData, n_images: int = 2000,
-                        batch_size: int = 200, seed: int = 0, extract: bool = True) -> nn.Module:
-    """Activate ``arch``, re-calibrate its BN statistics on training images, and (by default) extract it.
-
-    The recalibrated statistics are those of ``arch`` alone; the extracted module is an
-    independent :class:`ImageClassifier` with the supernet's weights.
-    """
-    model.set_active(arch)
-    recalibrate(model, data, n_images, batch_size, seed)
-    return model.extract(arch).eval() if extract else model
 
 
 def _supernet_evaluator(data: ImageData, recipe: Recipe):

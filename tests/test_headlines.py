@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nasrobust.records import Protocol, Record, ResultKey
-from nasrobust.report import summary_rows
+from nasrobust.headlines import summary_rows
 from nasrobust.space import get_space
 from nasrobust.store import open_results
 

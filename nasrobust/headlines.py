@@ -1,10 +1,11 @@
-"""Summary tables of stored results (printed after ``evaluate`` and ``study``)."""
+"""The headline table of stored results (printed after ``evaluate`` and ``study``): one row per
+architecture, one column per headline metric that a registered suite declares."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from nasrobust.cli.common import format_table
+from nasrobust.io import format_table
 from nasrobust.noise.base import SUITES
 from nasrobust.store import ResultStore
 
@@ -13,8 +14,8 @@ def headline_columns() -> list[tuple[str, str, str, str]]:
     """``(suite, noise, metric, column)`` for every registered suite's headline metrics."""
     cols = []
     for name in SUITES.names():
-        for noise, metric, column in SUITES.get(name).headline:
-            cols.append((name, noise, metric, column))
+        for info in SUITES.get(name).headlines():
+            cols.append((name, str(info.noise), info.metric, str(info.headline)))
     return cols
 
 
