@@ -153,7 +153,7 @@ def test_family_defaults_and_protocol(tmp_path, data):
 
     p = suite.protocol(_fake_ctx("cifar100", 100, tmp_path))
     assert p.steps == 20 and p.restarts == 1 and p.seed == 0 and p.n_examples == 4
-    assert p.param("eps_linf") == (1 / 255, 4 / 255, 8 / 255) and p.param("attacks") == A.attack_names()
+    assert p.param("eps_linf") == (1 / 255, 4 / 255, 8 / 255) and p.param("attacks") == A.attack_names(default_only=True)
     assert p.param("autoattack_targets") == 9 and p.param("square_queries") == 5000 and p.param("apgd_iters") == 100
     assert p.param("step_size") == "0.25 * eps"
     assert p.hash == suite.protocol(_fake_ctx("cifar100", 100, tmp_path)).hash

@@ -104,7 +104,7 @@ class GradientMaskingWarning(UserWarning):
 class AdversarialOptions:
     """Options of the adversarial suite (``None``: the dataset family's default)."""
 
-    attacks: tuple[str, ...] | None = option(None, "attacks to run (default: every registered attack)",
+    attacks: tuple[str, ...] | None = option(None, "attacks to run (default: every registered default attack)",
                                              choices=attack_names, canonical=True, example="pgd_linf,fgsm")
     eps_linf: tuple[float, ...] | None = option(None, "Linf budgets", gt=0, canonical=True, example="1/255,8/255")
     eps_l2: tuple[float, ...] | None = option(None, "L2 budgets", gt=0, canonical=True, example="0.5,1")
@@ -235,7 +235,7 @@ class AdversarialSuite(NoiseSuite):
         """Options resolved for ``ctx``'s dataset family."""
         o = self.options
         defaults = FAMILY_DEFAULTS.get(ctx.family, FAMILY_DEFAULTS["imagenet"])
-        attacks = o.attacks or attack_names()
+        attacks = o.attacks or attack_names(default_only=True)
         attack = replace(AttackSettings(), steps=o.steps, cw_steps=o.cw_steps)
         transfer = tuple(a for a in attacks if attack_spec(a).transferable) if self.transfer_from is not None else ()
         return AdversarialSettings(
@@ -249,8 +249,10 @@ class AdversarialSuite(NoiseSuite):
     def protocol(self, ctx: EvalContext) -> Protocol:
         s = self.settings(ctx)
         a = s.attack
+        # the settings of every default attack, run or not (a run adding one keeps its protocol), and of those run
+        recorded = [n for n in attack_names() if attack_spec(n).default or n in s.attacks]
         params: dict[str, Any] = {}
-        for name in attack_names():  # every registered attack's settings, so adding one to a run keeps them
+        for name in recorded:
             for key, value in attack_spec(name).params(a, s.num_classes).items():
                 if params.setdefault(key, value) != value:
                     raise ValueError(f"attack {name!r} records protocol parameter {key!r} as {value!r}, "
@@ -261,7 +263,7 @@ class AdversarialSuite(NoiseSuite):
                 **params,
                 "family": ctx.family, "attacks": s.attacks,
                 "eps_linf": s.eps_linf, "eps_l2": s.eps_l2, "eps_l1": s.eps_l1, "eps_autoattack": s.eps_autoattack,
-                "random_start": ",".join(n for n in attack_names() if attack_spec(n).random_start),
+                "random_start": ",".join(n for n in recorded if attack_spec(n).random_start),
                 "attacked": "clean-correct only", "sanity_tolerance": s.tolerance,
                 "rng": "per-run torch.random.fork_rng seeded from sha256(seed, attack, eps); pgd_l1 torch.Generator",
                 "wcar_tiers": "union of per-norm balls at the t-th budget; runs of that norm with eps <= budget",

@@ -119,6 +119,9 @@ class AttackSpec:
     """One attack as the adversarial suite sees it; register with :func:`register_attack`.
 
     * ``order`` -- position in the run order (and in protocols): cheap attacks first.
+    * ``default`` -- runs when the user does not choose ``attacks``. A new attack registered with
+      ``default=False`` runs only when asked for, so it leaves every default protocol (and the
+      stores written under it) as it was.
     * ``random_start`` -- draws a random start, so ``restarts`` repeats it with new seeds.
     * ``transferable`` -- eps-bounded gradient steps whose examples transfer to other models.
     * ``minimal`` -- a minimal-perturbation attack: its single stage has ``distances(x, y) ->
@@ -139,6 +142,7 @@ class AttackSpec:
     build: Builder
     order: int
     doc: str = ""
+    default: bool = True
     random_start: bool = False
     transferable: bool = False
     minimal: bool = False
@@ -173,9 +177,10 @@ def attack_spec(name: str) -> AttackSpec:
     return ATTACKS.get(name)  # type: ignore[return-value]
 
 
-def attack_names() -> tuple[str, ...]:
-    """Every registered attack, in run order."""
-    return tuple(sorted(ATTACKS.names(), key=lambda n: (attack_spec(n).order, n)))
+def attack_names(default_only: bool = False) -> tuple[str, ...]:
+    """Every registered attack (``default_only``: those run when none are chosen), in run order."""
+    names = sorted(ATTACKS.names(), key=lambda n: (attack_spec(n).order, n))
+    return tuple(n for n in names if attack_spec(n).default or not default_only)
 
 
 def build_attack(name: str, model: nn.Module, eps: float, settings: AttackSettings | None = None,
