@@ -56,7 +56,7 @@ from torch.func import functional_call
 
 from nasrobust.arch import Arch
 from nasrobust.search import Evaluation, ObjectiveInfo, Searcher, SearchError, SearchResult, searcher_options
-from nasrobust.space import SearchSpace, get_space
+from nasrobust.space import SearchSpace, get_space, list_spaces
 
 log = logging.getLogger(__name__)
 
@@ -170,25 +170,20 @@ class DiffOptions:
             raise ValueError("n_train must be at least 4 (it is halved into weight and architecture data)")
 
 
-#: How each space's supernet is sized from the options (no if/elif over space names).
-_NETWORK_KWARGS: dict[str, Callable[[DiffOptions], dict[str, Any]]] = {
-    "nb201": lambda o: {"channels": o.channels, "cells_per_stage": o.cells_per_stage},
-    "darts": lambda o: {"channels": o.channels, "layers": o.layers or 3 * o.cells_per_stage + 2,
-                        "edge_normalization": o.edge_normalization},
-}
-
-
 def build_search_model(space: SearchSpace, options: DiffOptions, num_classes: int, image_size: int,
                        mean: tuple[float, ...], std: tuple[float, ...], alpha_seed: int) -> nn.Module:
-    """The soft-mode supernet of ``space`` inside a ``[0, 1]``-image classifier (normalisation inside)."""
+    """The soft-mode supernet of ``space`` (its :meth:`~nasrobust.space.SearchSpace.search_supernet`) inside a
+    ``[0, 1]``-image classifier (normalisation inside)."""
     from nasrobust.supernet import SupernetClassifier
 
-    sizing = _NETWORK_KWARGS.get(space.name)
-    if sizing is None:
+    if not space.has_search_supernet():
+        usable = [n for n in list_spaces() if get_space(n).has_search_supernet()]
         raise SearchError(f"differentiable search needs a one-shot cell supernet; {space.name!r} has none "
-                          f"(use one of {', '.join(sorted(_NETWORK_KWARGS))})")
-    supernet = space.supernet(num_classes=num_classes, affine=options.affine, partial_channels=options.partial_channels,
-                              alpha_seed=alpha_seed, **sizing(options))
+                          f"(use one of {', '.join(usable)})")
+    o = options
+    supernet = space.search_supernet(num_classes=num_classes, channels=o.channels, cells_per_stage=o.cells_per_stage,
+                                     layers=o.layers, partial_channels=o.partial_channels,
+                                     edge_normalization=o.edge_normalization, affine=o.affine, alpha_seed=alpha_seed)
     supernet.set_mode("soft")
     return SupernetClassifier(supernet, image_size, mean, std)
 

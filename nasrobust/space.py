@@ -12,6 +12,7 @@ architectures with their cost never pays torch's import time.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import logging
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -165,6 +166,20 @@ class SearchSpace(abc.ABC):
         """A fixed-length numeric vector for surrogates (default: the factors, in order)."""
         return np.asarray(list(self.factors(arch).values()), dtype=np.float64)
 
+    def choices(self, arch: Arch) -> dict[str, str]:
+        """The architecture's categorical choices, name -> value label (grouped effects in analysis).
+
+        Default: a walk over the genome -- each field of a dataclass (nested ones as
+        ``outer.inner``), each item of a tuple as ``name_1, name_2, ...``. A genome that is
+        neither (e.g. a model name) has none, and analysis falls back to the integer-valued
+        factors. Override to name the choices as the space's papers do (per stage, per edge).
+        """
+        self._check_space(arch)
+        out: dict[str, str] = {}
+        if dataclasses.is_dataclass(arch.genome) or isinstance(arch.genome, tuple):
+            _walk_choices(arch.genome, "", out)
+        return out
+
     @abc.abstractmethod
     def neighbors(self, arch: Arch) -> list[Arch]:
         """Every distinct architecture one choice away, in a fixed order, excluding ``arch``."""
@@ -218,6 +233,37 @@ class SearchSpace(abc.ABC):
         """A weight-sharing network holding every architecture of the space."""
         raise SpaceError(f"space {self.name!r} has no supernet")
 
+    def search_supernet(self, *, num_classes: int, channels: int, cells_per_stage: int, layers: int | None,
+                        partial_channels: int, edge_normalization: bool, affine: bool, alpha_seed: int) -> "nn.Module":
+        """The one-shot supernet a differentiable searcher (DARTS, DSRNA, AdvRush) relaxes.
+
+        The searcher sizes it with generic knobs -- ``channels``, ``cells_per_stage`` (or ``layers``
+        cells in all), PC-DARTS' ``partial_channels`` and ``edge_normalization``, ``affine`` BN --
+        and each cell space maps them onto its own supernet. Spaces without one raise :class:`SpaceError`.
+        """
+        raise SpaceError(f"differentiable search needs a one-shot cell supernet; space {self.name!r} has none")
+
+    @classmethod
+    def has_search_supernet(cls) -> bool:
+        """Whether the space declares :meth:`search_supernet` (differentiable searchers run on it)."""
+        return cls.search_supernet is not SearchSpace.search_supernet
+
+
+def choice_label(value: Any) -> str:
+    """How a choice value is shown: ``0.25`` -> ``"0.25"``, ``3`` -> ``"3"``, ``"conv_3x3"`` as is."""
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def _walk_choices(value: Any, name: str, out: dict[str, str]) -> None:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            _walk_choices(getattr(value, f.name), f"{name}.{f.name}" if name else f.name, out)
+    elif isinstance(value, tuple):
+        for i, item in enumerate(value, start=1):
+            _walk_choices(item, f"{name}_{i}" if name else str(i), out)
+    else:
+        out[name] = choice_label(value)
+
 
 def check_choice(value: Any, choices: Sequence[Any], what: str) -> None:
     """Raise :class:`SpaceError` when ``value`` is not one of ``choices``."""
@@ -233,6 +279,7 @@ __all__ = [
     "Cost",
     "UnknownNameError",
     "check_choice",
+    "choice_label",
     "decode",
     "get_space",
     "list_spaces",

@@ -118,7 +118,7 @@ ELASTIC_BLOCKS: dict[str, type[ElasticBlock]] = {"basic": ElasticBasicBlock, "bo
 
 def _max_blocks(space: BigNASResNetSpace) -> list[list[tuple[BlockSpec, bool]]]:
     """Per stage, per block position: the max-size spec and whether a projection can occur there."""
-    c = space.choices
+    c = space.choice_lists
     stages = []
     previous = c.stem_widths
     for s, stride in zip(c.stages, STAGE_STRIDES):
@@ -140,7 +140,7 @@ class BigNASSupernet(Supernet):
 
     def __init__(self, space: BigNASResNetSpace, num_classes: int):
         super().__init__(space, num_classes)
-        c = space.choices
+        c = space.choice_lists
         big = space.layout(space.largest())
         stem = OrderedDict(
             conv=DynamicConv2d(3, max(c.stem_widths), max(c.stem_kernels), big.stem_stride),

@@ -89,7 +89,7 @@ import numpy as np
 from nasrobust.arch import Arch
 from nasrobust.cost import Cost, CostCounter
 from nasrobust.errors import SpaceError
-from nasrobust.space import SearchSpace, register_space
+from nasrobust.space import SearchSpace, choice_label, register_space
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
@@ -306,12 +306,12 @@ class BigNASResNetSpace(SearchSpace):
     """BigNAS-ResNet: stem + 4 stages with elastic width, depth, kernel, expand ratio, resolution.
 
     Subclasses (the registered variants below) set the block type, the choice lists and whether
-    the stem down-samples; tests may pass reduced ``choices`` to count the space by brute force.
+    the stem down-samples; tests may pass reduced ``choice_lists`` to count the space by brute force.
     """
 
     block: str = "basic"
     small: bool = False
-    choices: BigNASChoices = BASIC_CHOICES
+    choice_lists: BigNASChoices = BASIC_CHOICES
     elastic_resolution = True
     #: The named point equal to torchvision's (or, small, the CIFAR) ResNet: name, depth, widths, expand.
     reference: tuple[str, tuple[int, ...], tuple[int, ...], float] = ("resnet18", (2, 2, 2, 2), (64, 64, 128, 256, 512), 1.0)
@@ -320,28 +320,28 @@ class BigNASResNetSpace(SearchSpace):
         """A block's middle width from ``width * expand``: UP's make_divisible(., 8), exact when small."""
         return exact_middle_width(value) if self.small else make_divisible(value)
 
-    def __init__(self, choices: BigNASChoices | None = None):
-        if choices is not None:
-            self.choices = choices
+    def __init__(self, choice_lists: BigNASChoices | None = None):
+        if choice_lists is not None:
+            self.choice_lists = choice_lists
         if self.block not in _BLOCK_COST:
             raise ValueError(f"unknown block type {self.block!r}; valid: {sorted(_BLOCK_COST)}")
         self._chain_counts = self._count_width_chains()
-        c = self.choices
+        c = self.choice_lists
         self._radices = np.array(
             [len(c.resolutions), len(c.stem_kernels), sum(self._chain_counts[0].values())]
             + [n for st in c.stages for n in (len(st.depths), len(st.kernels), len(st.expands))]
         )
         self.grammar = (
             "r<resolution>-s<stem width>k<stem kernel>"
-            + "".join("-d<depth>w<width>k<kernel>e<expand>" for _ in self.choices.stages)
-            + f"  (one d..w..k..e.. part per stage, {len(self.choices.stages)} stages), e.g. "
+            + "".join("-d<depth>w<width>k<kernel>e<expand>" for _ in self.choice_lists.stages)
+            + f"  (one d..w..k..e.. part per stage, {len(self.choice_lists.stages)} stages), e.g. "
             + self.encode_genome(self.largest_genome())
         )
 
     # ------------------------------------------------------------------ width chains
     def _count_width_chains(self) -> list[dict[int, int]]:
         """``counts[i][w]``: non-decreasing width chains from position i (0 = stem) starting at w."""
-        lists = [self.choices.stem_widths, *(s.widths for s in self.choices.stages)]
+        lists = [self.choice_lists.stem_widths, *(s.widths for s in self.choice_lists.stages)]
         counts: list[dict[int, int]] = [{} for _ in lists]
         counts[-1] = {w: 1 for w in lists[-1]}
         for i in range(len(lists) - 2, -1, -1):
@@ -382,7 +382,7 @@ class BigNASResNetSpace(SearchSpace):
 
     def parse_genome(self, body: str) -> BigNASGenome:
         parts = body.split("-")
-        n = len(self.choices.stages)
+        n = len(self.choice_lists.stages)
         if len(parts) != n + 2:
             raise self.encoding_error(
                 body, f"expected {n + 2} parts separated by '-' (resolution, stem, {n} stages), got {len(parts)}"
@@ -403,7 +403,7 @@ class BigNASResNetSpace(SearchSpace):
 
     def random_genome(self, rng: np.random.Generator) -> BigNASGenome:
         """Uniform over the space: one draw per choice (the width chain by its index among all)."""
-        c = self.choices
+        c = self.choice_lists
         r = rng.integers(0, self._radices).tolist()
         widths = self._unrank_chain(r[2])
         stages = tuple(
@@ -415,7 +415,7 @@ class BigNASResNetSpace(SearchSpace):
     def validate(self, genome: Any) -> None:
         if not isinstance(genome, BigNASGenome):
             raise SpaceError(f"expected a BigNASGenome, got {type(genome).__name__}")
-        c = self.choices
+        c = self.choice_lists
         _check(genome.resolution, c.resolutions, "resolution")
         _check(genome.stem_kernel, c.stem_kernels, "stem: kernel")
         _check(genome.stem_width, c.stem_widths, "stem: width")
@@ -441,7 +441,7 @@ class BigNASResNetSpace(SearchSpace):
 
     def enumerate(self) -> Iterator[Arch]:
         """Every architecture once: resolution, stem kernel, width chain, then per-stage (d, k, e)."""
-        c = self.choices
+        c = self.choice_lists
         per_stage = [list(itertools.product(s.depths, s.kernels, s.expands)) for s in c.stages]
         for res in c.resolutions:
             for stem_kernel in c.stem_kernels:
@@ -451,12 +451,12 @@ class BigNASResNetSpace(SearchSpace):
                         yield Arch(self.name, BigNASGenome(res, stem_kernel, widths[0], stages))
 
     def largest_genome(self) -> BigNASGenome:
-        c = self.choices
+        c = self.choice_lists
         stages = tuple(StageGene(s.depths[-1], s.widths[-1], s.kernels[-1], s.expands[-1]) for s in c.stages)
         return BigNASGenome(c.resolutions[-1], c.stem_kernels[-1], c.stem_widths[-1], stages)
 
     def smallest_genome(self) -> BigNASGenome:
-        c = self.choices
+        c = self.choice_lists
         stages = tuple(StageGene(s.depths[0], s.widths[0], s.kernels[0], s.expands[0]) for s in c.stages)
         return BigNASGenome(c.resolutions[0], c.stem_kernels[0], c.stem_widths[0], stages)
 
@@ -484,6 +484,16 @@ class BigNASResNetSpace(SearchSpace):
         return out
 
     # ------------------------------------------------------------------ analysis and search
+    def choices(self, arch: Arch) -> dict[str, str]:
+        """Resolution, stem and per-stage depth / width / kernel / expand ratio (RobustART compares per stage)."""
+        g = self._genome(arch)
+        out = {"resolution": choice_label(g.resolution), "stem_kernel": choice_label(g.stem_kernel),
+               "stem_width": choice_label(g.stem_width)}
+        for i, s in enumerate(g.stages, start=1):
+            for name in ("depth", "width", "kernel", "expand"):
+                out[f"stage{i}.{name}"] = choice_label(getattr(s, name))
+        return out
+
     def factors(self, arch: Arch) -> dict[str, float]:
         """Depth, width, expand ratio per stage and overall, kernel-size counts, stem, resolution.
 
@@ -518,7 +528,7 @@ class BigNASResNetSpace(SearchSpace):
     def neighbors(self, arch: Arch) -> list[Arch]:
         """Every valid architecture that differs in exactly one choice, in a fixed order."""
         g: BigNASGenome = self._genome(arch)
-        c = self.choices
+        c = self.choice_lists
         candidates = [replace(g, resolution=v) for v in c.resolutions if v != g.resolution]
         candidates += [replace(g, stem_kernel=v) for v in c.stem_kernels if v != g.stem_kernel]
         candidates += [replace(g, stem_width=v) for v in c.stem_widths if v != g.stem_width]
@@ -616,7 +626,7 @@ class BigNASSmall(BigNASResNetSpace):
     small = True
     num_classes = 10
     input_size = 32
-    choices = small_choices(BASIC_CHOICES)
+    choice_lists = small_choices(BASIC_CHOICES)
     reference = ("resnet18-w0.125", (2, 2, 2, 2), (8, 8, 16, 32, 64), 1.0)
 
 
@@ -627,7 +637,7 @@ class BigNASR50(BigNASResNetSpace):
     name = "bignas-r50"
     description = "BigNAS-ResNet bottlenecks: elastic width/depth/kernel/expand/resolution (bignas_resnet50_*)"
     block = "bottleneck"
-    choices = BOTTLENECK_CHOICES
+    choice_lists = BOTTLENECK_CHOICES
     small_variant = "bignas-r50-small"
     reference = ("resnet50", (3, 4, 6, 3), (64, 256, 512, 1024, 2048), 0.25)
 
@@ -642,5 +652,5 @@ class BigNASR50Small(BigNASResNetSpace):
     small = True
     num_classes = 10
     input_size = 32
-    choices = small_choices(BOTTLENECK_CHOICES)
+    choice_lists = small_choices(BOTTLENECK_CHOICES)
     reference = ("resnet50-w0.125", (3, 4, 6, 3), (8, 32, 64, 128, 256), 0.25)

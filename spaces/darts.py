@@ -538,6 +538,17 @@ class DartsSpace(SearchSpace):
         return count_cells(len(OP_NAMES) - 1, STEPS, with_none=True) ** 2
 
     # ------------------------------------------------------------------ analysis and search
+    def choices(self, arch: Arch) -> dict[str, str]:
+        """The op on each (node, input) edge of both cells (DARTS' alpha layout), ``none`` where no edge was kept."""
+        self._check_space(arch)
+        out = {}
+        for cell, nodes in arch.genome.cells().items():
+            for i, node in enumerate(nodes):
+                ops = {j: op for op, j in node}
+                for j in range(i + 2):
+                    out[f"{cell}.{i + 2}<-{j}"] = ops.get(j, NONE)
+        return out
+
     def factors(self, arch: Arch) -> dict[str, float]:
         self._check_space(arch)
         g: DartsGenome = arch.genome
@@ -638,6 +649,14 @@ class DartsSpace(SearchSpace):
             edge_normalization=edge_normalization,
             alpha_seed=alpha_seed,
         )
+
+    def search_supernet(self, *, num_classes: int, channels: int, cells_per_stage: int, layers: int | None,
+                        partial_channels: int, edge_normalization: bool, affine: bool, alpha_seed: int) -> "DartsSupernet":
+        """The search network of differentiable searchers: ``layers`` cells, by default ``3 * cells_per_stage + 2``
+        (DARTS' 8 is ``cells_per_stage=2``: two normal cells per stage and the two reduction cells)."""
+        return self.supernet(num_classes, channels, layers or 3 * cells_per_stage + 2, affine=affine,
+                             partial_channels=partial_channels, edge_normalization=edge_normalization,
+                             alpha_seed=alpha_seed)
 
 
 def _check_network(channels: int, layers: int) -> None:

@@ -481,6 +481,11 @@ class NB201Space(SearchSpace):
             yield Arch(self.name, tables.genomes[tables.code_of_index[rep]])
 
     # ------------------------------------------------------------------ analysis and search
+    def choices(self, arch: Arch) -> dict[str, str]:
+        """The op on each edge, ``edge<to><-<from>``, in NAS-Bench-201's edge order (NAS-Bench-201-R compares per edge)."""
+        self._check_space(arch)
+        return {f"edge{to}<-{src}": op for (to, src), op in zip(EDGES, arch.genome)}
+
     def factors(self, arch: Arch) -> dict[str, float]:
         """Op counts, the live input->output structure and depths of the canonical cell.
 
@@ -597,6 +602,13 @@ class NB201Space(SearchSpace):
             partial_channels=partial_channels,
             alpha_seed=alpha_seed,
         )
+
+    def search_supernet(self, *, num_classes: int, channels: int, cells_per_stage: int, layers: int | None,
+                        partial_channels: int, edge_normalization: bool, affine: bool, alpha_seed: int) -> "NB201Supernet":
+        """The search network of differentiable searchers: ``cells_per_stage`` cells per stage (``layers`` and
+        ``edge_normalization`` do not apply to NAS-Bench-201's fixed macro skeleton)."""
+        return self.supernet(num_classes, channels, cells_per_stage, affine=affine, partial_channels=partial_channels,
+                             alpha_seed=alpha_seed)
 
     def _genome(self, arch: Arch) -> Genome:
         self._check_space(arch)

@@ -48,7 +48,7 @@ import numpy as np
 from nasrobust.arch import Arch
 from nasrobust.cost import Cost, CostCounter
 from nasrobust.errors import SpaceError
-from nasrobust.space import SearchSpace, check_choice, register_space
+from nasrobust.space import SearchSpace, check_choice, choice_label, register_space
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -346,6 +346,18 @@ class OFAMobileNetV3Space(SearchSpace):
                 yield Arch(self.name, OFAGenome(resolution, stages))
 
     # ------------------------------------------------------------------ analysis and search
+    def choices(self, arch: Arch) -> dict[str, str]:
+        """Resolution, per-stage depth and the kernel / expand ratio of each present block."""
+        self._check_space(arch)
+        g = arch.genome
+        out = {"resolution": choice_label(g.resolution)}
+        for i, stage in enumerate(g.stages, start=1):
+            out[f"stage{i}.depth"] = str(len(stage))
+            for j, block in enumerate(stage, start=1):
+                out[f"stage{i}.block{j}.kernel"] = choice_label(block.kernel)
+                out[f"stage{i}.block{j}.expand"] = choice_label(block.expand)
+        return out
+
     def factors(self, arch: Arch) -> dict[str, float]:
         """Depths, kernel-size and expand-ratio histograms, mean expand per stage, resolution."""
         g = self._genome(arch)

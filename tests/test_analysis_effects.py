@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as sps
 
 from nasrobust.analysis import stats
-from nasrobust.analysis.effects import categorical_choices, choice_frame, family_of, grouped_effects
+from nasrobust.analysis.effects import choice_frame, grouped_effects
 from nasrobust.analysis.table import build_table, table_from_frame
 from nasrobust.errors import NasRobustError
 from nasrobust.space import get_space
@@ -26,11 +26,12 @@ def table(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- choices per space family
-def test_bignas_small_uses_the_bignas_hook():
+def test_bignas_small_names_its_choices_like_bignas():
     space = get_space("bignas-small")
-    assert family_of("bignas-small") == "bignas" and family_of("bignas-r50-small") == "bignas-r50"
+    big = get_space("bignas")
+    assert list(big.choices(big.sample(1)[0])) == list(space.choices(space.sample(1)[0]))
     for arch in space.sample(5, seed=0):
-        ch = categorical_choices(space, arch)
+        ch = space.choices(arch)
         g = arch.genome
         assert ch["resolution"] == str(g.resolution) and ch["stem_kernel"] == str(g.stem_kernel)
         for i, s in enumerate(g.stages, start=1):
@@ -42,7 +43,7 @@ def test_nb201_edges_read_from_the_encoding_match_the_genome():
     space = get_space("nb201")
     official_edges = ["edge1<-0", "edge2<-0", "edge2<-1", "edge3<-0", "edge3<-1", "edge3<-2"]  # NAS-Bench-201 order
     for arch in space.sample(20, seed=0):
-        ch = categorical_choices(space, arch)
+        ch = space.choices(arch)
         assert list(ch) == official_edges
         assert tuple(ch.values()) == arch.genome
 
@@ -50,7 +51,7 @@ def test_nb201_edges_read_from_the_encoding_match_the_genome():
 def test_darts_ofa_and_robarch_choices():
     darts = get_space("darts")
     for arch in darts.sample(5, seed=0):
-        ch = categorical_choices(darts, arch)
+        ch = darts.choices(arch)
         assert len(ch) == 2 * (2 + 3 + 4 + 5)  # DARTS' 14 (node, input) edges per cell
         for cell, nodes in arch.genome.cells().items():
             for i, node in enumerate(nodes):
@@ -58,13 +59,13 @@ def test_darts_ofa_and_robarch_choices():
                 assert sorted(kept.values()) == sorted(op for op, _ in node)
     ofa = get_space("ofa-mbv3-small")
     for arch in ofa.sample(3, seed=0):
-        ch = categorical_choices(ofa, arch)
+        ch = ofa.choices(arch)
         for i, stage in enumerate(arch.genome.stages, start=1):
             assert ch[f"stage{i}.depth"] == str(len(stage))
             assert ch[f"stage{i}.block1.kernel"] == str(stage[0].kernel)
     rob = get_space("robarch-small")
     arch = rob.sample(1, seed=0)[0]
-    ch = categorical_choices(rob, arch)
+    ch = rob.choices(arch)
     assert ch["act"] == arch.genome.act and ch["depths_1"] == str(arch.genome.depths[0])
 
 

@@ -85,7 +85,7 @@ def _valid(space, genome) -> bool:
 # --------------------------------------------------------------------------- size and enumeration
 @pytest.mark.parametrize("cls", [BigNAS, BigNASR50])
 def test_size_equals_brute_force_on_reduced_lists(cls):
-    space = cls(choices=REDUCED)
+    space = cls(choice_lists=REDUCED)
     brute = {g for g in map(_genome, itertools.product(*_flat_fields(REDUCED))) if _valid(space, g)}
     everything = [a.genome for a in space.enumerate()]
     assert space.size() == len(brute) == len(everything) == len(set(everything))
@@ -97,7 +97,7 @@ def test_size_equals_brute_force_on_reduced_lists(cls):
 
 
 def test_random_genomes_are_valid_and_uniform_over_width_chains():
-    space = BigNAS(choices=REDUCED)
+    space = BigNAS(choice_lists=REDUCED)
     chains = list(space._width_chains())
     assert [space._unrank_chain(i) for i in range(len(chains))] == chains
     rng = np.random.default_rng(0)
@@ -113,7 +113,7 @@ def test_random_genomes_are_valid_and_uniform_over_width_chains():
 @pytest.mark.parametrize("name", ALL)
 def test_size_equals_independent_formula(name):
     space = get_space(name)
-    c = space.choices
+    c = space.choice_lists
     width_lists = [c.stem_widths, *(s.widths for s in c.stages)]
     chains = sum(1 for w in itertools.product(*width_lists) if list(w) == sorted(w))
     expected = chains * len(c.resolutions) * len(c.stem_kernels)
@@ -124,7 +124,7 @@ def test_size_equals_independent_formula(name):
 
 def test_published_choice_lists():
     """The lists the module docstring promises (United-Perception's big_resnet_basic and the rest)."""
-    basic, r50 = get_space("bignas").choices, get_space("bignas-r50").choices
+    basic, r50 = get_space("bignas").choice_lists, get_space("bignas-r50").choice_lists
     assert basic.stem_widths == (32, 48, 64) and basic.stem_kernels == (3, 5, 7)
     assert [(s.widths[0], s.widths[-1], s.widths[1] - s.widths[0]) for s in basic.stages] == [
         (32, 96, 16), (64, 192, 32), (128, 384, 32), (256, 768, 64)
@@ -133,14 +133,14 @@ def test_published_choice_lists():
     assert basic.resolutions[0] == 128 and basic.resolutions[-1] == 224 and len(basic.resolutions) == 25
     assert r50.stem_widths == (48, 56, 64, 72, 80)
     assert [(s.widths[0], s.widths[-1]) for s in r50.stages] == [(192, 320), (384, 640), (768, 1280), (1536, 2560)]
-    assert get_space("bignas-small").choices.resolutions == (24, 28, 32)
+    assert get_space("bignas-small").choice_lists.resolutions == (24, 28, 32)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_distinct_genomes_are_distinct_networks(name):
     """Different expand ratios never round to the same middle width, so size() counts networks."""
     space = get_space(name)
-    for s in space.choices.stages:
+    for s in space.choice_lists.stages:
         for w in s.widths:
             mids = [space.middle_width(w * e) for e in s.expands]
             assert len(set(mids)) == len(mids), (w, mids)
@@ -211,7 +211,7 @@ def test_factors_on_hand_checked_archs():
 
 def test_neighbors_are_exactly_the_valid_single_changes():
     space = get_space("bignas")
-    fields = _flat_fields(space.choices)
+    fields = _flat_fields(space.choice_lists)
     for arch in [*space.sample(3, seed=5), space.smallest(), space.largest()]:
         base = _flatten(arch.genome)
         expected = []
@@ -229,7 +229,7 @@ def test_neighbors_are_exactly_the_valid_single_changes():
 def test_largest_and_smallest(name):
     space = get_space(name)
     hi, lo = space.largest(), space.smallest()
-    c = space.choices
+    c = space.choice_lists
     assert hi.genome.resolution == c.resolutions[-1] and lo.genome.resolution == c.resolutions[0]
     assert all(s.depth == sc.depths[-1] and s.width == sc.widths[-1] for s, sc in zip(hi.genome.stages, c.stages))
     assert all(s.expand == sc.expands[0] and s.kernel == sc.kernels[0] for s, sc in zip(lo.genome.stages, c.stages))

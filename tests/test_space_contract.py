@@ -134,3 +134,11 @@ def _forward_backward(space, arch):
     out.sum().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None]
     assert not missing, f"parameters without gradient: {missing[:5]}"
+
+
+def test_choices_are_text_labels_of_the_genome(space):
+    """What analysis groups by: name -> value label, the same for equal architectures (default: a genome walk)."""
+    for a in space.sample(min(5, space.size()), seed=2):
+        ch = space.choices(a)
+        assert all(isinstance(k, str) and k and isinstance(v, str) for k, v in ch.items())
+        assert ch == space.choices(space.decode(a.encoding))

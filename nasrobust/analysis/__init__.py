@@ -4,7 +4,7 @@
 * :func:`correlations` / :func:`partial_correlations` -- Spearman / Kendall / Pearson with
   bootstrap CIs and corrected p-values, optionally controlling for capacity;
 * :func:`grouped_effects` -- per-choice means and Kruskal-Wallis / ANOVA tests
-  (:func:`categorical_choices` reads the choices from the genome);
+  (each space declares its choices, :meth:`nasrobust.space.SearchSpace.choices`);
 * :func:`ranking_agreement` -- do the same architectures win under every noise type;
 * :class:`Surrogate` -- a cross-validated predictor of one metric for unevaluated architectures;
 * :func:`layer_cka` / :func:`block_structure` -- minibatch CKA between layers (torch, lazy);
@@ -20,14 +20,7 @@ import importlib
 from typing import Any
 
 from nasrobust.analysis.correlation import correlations, partial_correlations, strongest
-from nasrobust.analysis.effects import (
-    CHOICE_EXTRACTORS,
-    Effects,
-    categorical_choices,
-    choice_frame,
-    grouped_effects,
-    register_choices,
-)
+from nasrobust.analysis.effects import Effects, choice_frame, grouped_effects
 from nasrobust.analysis.ranking import (
     agreement_matrix,
     pareto_front,
@@ -55,12 +48,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "CHOICE_EXTRACTORS",
     "Effects",
     "ResultTable",
     "agreement_matrix",
     "build_table",
-    "categorical_choices",
     "choice_frame",
     "correlations",
     "grouped_effects",
@@ -70,7 +61,6 @@ __all__ = [
     "rank_groups",
     "rank_scores",
     "ranking_agreement",
-    "register_choices",
     "strongest",
     "table_from_frame",
     *_LAZY,

@@ -4,13 +4,11 @@ Counts (how many 5x5 kernels, how many conv ops) hide *where* a choice is made. 
 (Tang et al. 2021) and Huang et al. ("Exploring Architectural Ingredients of Adversarially
 Robust Deep Neural Networks", NeurIPS 2021) compare choices per stage; NAS-Bench-201-R
 (Jung et al., ICLR 2023) per edge. So the categorical choices are read from the genome where
-the space allows: :func:`categorical_choices` looks up a per-family hook in
-:data:`CHOICE_EXTRACTORS` (``bignas``: per-stage depth / width / kernel / expand ratio,
-resolution, stem; ``nb201``: the op on each edge; ``darts``: the op on each (node, input)
-edge of both cells, ``none`` where DARTS kept no edge; ``ofa-mbv3``: per-stage depth and
-per-block kernel / expand; ``robarch``: every genome field). Small-input variants use their
-family's hook. A space without one falls back to its factors: every integer-valued factor with
-at most ``max_levels`` distinct values becomes a categorical choice.
+the space allows: each space declares them (:meth:`~nasrobust.space.SearchSpace.choices`; by
+default a walk over the genome; ``bignas`` names per-stage depth / width / kernel / expand
+ratio, ``nb201`` the op on each edge, ``darts`` the op on each (node, input) edge of both
+cells). A space that declares none (the zoo) falls back to its factors: every integer-valued
+factor with at most ``max_levels`` distinct values becomes a categorical choice.
 
 For every choice x metric, :func:`grouped_effects` reports the mean of the metric for each
 choice value with a percentile-bootstrap 95% interval, and one test of "all values have the
@@ -22,7 +20,6 @@ call (Benjamini-Hochberg by default).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,112 +30,10 @@ from scipy import stats as sps
 
 from nasrobust.analysis import stats
 from nasrobust.analysis.table import ResultTable
-from nasrobust.arch import Arch
 from nasrobust.errors import NasRobustError
-from nasrobust.registry import Registry
-from nasrobust.space import SearchSpace, get_space, list_spaces
+from nasrobust.space import get_space, list_spaces
 
 log = logging.getLogger(__name__)
-
-ChoiceFn = Callable[[SearchSpace, Arch], dict[str, str]]
-
-#: Space family -> hook reading an architecture's categorical choices (name -> value label).
-CHOICE_EXTRACTORS: Registry[ChoiceFn] = Registry("choice extractor")
-
-
-def register_choices(*families: str) -> Callable[[ChoiceFn], ChoiceFn]:
-    """Register a categorical-choice hook for one or more space families."""
-
-    def add(fn: ChoiceFn) -> ChoiceFn:
-        for family in families:
-            CHOICE_EXTRACTORS.register(family)(fn)
-        return fn
-
-    return add
-
-
-def _label(value: object) -> str:
-    return format(value, "g") if isinstance(value, float) else str(value)
-
-
-@register_choices("bignas", "bignas-r50")
-def _bignas_choices(space: SearchSpace, arch: Arch) -> dict[str, str]:
-    """Resolution, stem and per-stage depth / width / kernel / expand ratio (BigNAS-ResNet genomes)."""
-    g = arch.genome
-    out = {"resolution": _label(g.resolution), "stem_kernel": _label(g.stem_kernel), "stem_width": _label(g.stem_width)}
-    for i, s in enumerate(g.stages, start=1):
-        for name in ("depth", "width", "kernel", "expand"):
-            out[f"stage{i}.{name}"] = _label(getattr(s, name))
-    return out
-
-
-@register_choices("nb201")
-def _nb201_choices(space: SearchSpace, arch: Arch) -> dict[str, str]:
-    """The op on each edge ``edge<to><-<from>``, read from the official cell string ``|op~src|+|...|``."""
-    body = arch.encoding.partition(":")[2]
-    out = {}
-    for node, part in enumerate(body.split("+"), start=1):
-        for item in part.strip("|").split("|"):
-            op, _, src = item.rpartition("~")
-            out[f"edge{node}<-{src}"] = op
-    return out
-
-
-@register_choices("darts")
-def _darts_choices(space: SearchSpace, arch: Arch) -> dict[str, str]:
-    """The op on each (node, input) edge of both cells (DARTS' alpha layout), ``none`` where no edge was kept."""
-    out = {}
-    for cell, nodes in arch.genome.cells().items():
-        for i, node in enumerate(nodes):
-            ops = {j: op for op, j in node}
-            for j in range(i + 2):
-                out[f"{cell}.{i + 2}<-{j}"] = ops.get(j, "none")
-    return out
-
-
-@register_choices("ofa-mbv3")
-def _ofa_choices(space: SearchSpace, arch: Arch) -> dict[str, str]:
-    """Resolution, per-stage depth and the kernel / expand ratio of each present block."""
-    g = arch.genome
-    out = {"resolution": _label(g.resolution)}
-    for i, stage in enumerate(g.stages, start=1):
-        out[f"stage{i}.depth"] = str(len(stage))
-        for j, block in enumerate(stage, start=1):
-            out[f"stage{i}.block{j}.kernel"] = _label(block.kernel)
-            out[f"stage{i}.block{j}.expand"] = _label(block.expand)
-    return out
-
-
-@register_choices("robarch")
-def _dataclass_choices(space: SearchSpace, arch: Arch) -> dict[str, str]:
-    """Every field of a dataclass genome (tuples per position, ``depths_1`` ...)."""
-    out = {}
-    for f in dataclasses.fields(arch.genome):
-        value = getattr(arch.genome, f.name)
-        if isinstance(value, tuple):
-            out.update({f"{f.name}_{i}": _label(v) for i, v in enumerate(value, start=1)})
-        else:
-            out[f.name] = _label(value)
-    return out
-
-
-def family_of(space_name: str) -> str | None:
-    """The registered choice family of a space: its own name, or the family whose small variant it is."""
-    if space_name in CHOICE_EXTRACTORS:
-        return space_name
-    for family in CHOICE_EXTRACTORS.names():
-        if family in list_spaces() and get_space(family).small_variant == space_name:
-            return family
-    return None
-
-
-def categorical_choices(space: SearchSpace, arch: Arch) -> dict[str, str]:
-    """An architecture's categorical choices (name -> value label) from its family's hook; ``{}`` without one."""
-    family = family_of(space.name)
-    if family is None:
-        return {}
-    return CHOICE_EXTRACTORS.get(family)(space, arch)
-
 
 def factor_choices(table: ResultTable, max_levels: int = 6) -> pd.DataFrame:
     """The fallback: integer-valued factors with 2..``max_levels`` distinct values, as labels."""
@@ -153,15 +48,15 @@ def factor_choices(table: ResultTable, max_levels: int = 6) -> pd.DataFrame:
 def choice_frame(table: ResultTable, max_levels: int = 6) -> pd.DataFrame:
     """One row per table row, one column per categorical choice (labels; NaN where absent).
 
-    From the space family's hook when there is one, else :func:`factor_choices`. Choices
-    that take one value on every architecture are dropped.
+    From the space's :meth:`~nasrobust.space.SearchSpace.choices` when it declares any, else
+    :func:`factor_choices`. Choices that take one value on every architecture are dropped.
     """
-    frame: pd.DataFrame
-    if table.space in list_spaces() and family_of(table.space):
+    frame = pd.DataFrame(index=table.frame.index)
+    if table.space in list_spaces():
         space = get_space(table.space)
-        rows = [categorical_choices(space, space.decode(enc)) for enc in table.frame["encoding"]]
+        rows = [space.choices(space.decode(enc)) for enc in table.frame["encoding"]]
         frame = pd.DataFrame(rows, index=table.frame.index)
-    else:
+    if frame.columns.empty:
         frame = factor_choices(table, max_levels)
     keep = [c for c in frame.columns if frame[c].nunique(dropna=True) >= 2]
     return frame[keep]
