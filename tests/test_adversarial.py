@@ -300,7 +300,7 @@ def test_cw_distances_are_real_adversarial_distances(model, data):
     assert found.float().mean() > 0.8
     assert torch.all(model(adv[found]).argmax(1) != y[correct][found])
     assert torch.allclose(A.lp_norms(adv[found] - x[correct][found], "l2"), d[found])
-    dist = minimal_distances(model, x[:6], y[:6], correct[:6], batch_size=4,
+    dist = minimal_distances(model, x[:6], y[:6], correct[:6], attack="cw_l2", batch_size=4,
                              settings=A.AttackSettings(cw_steps=10, cw_search_steps=0))
     assert torch.all(dist[~correct[:6]] == 0) and torch.all(dist[correct[:6]] > 0)
     assert finite_median(torch.tensor([0.0, 1.0, 3.0, math.inf])) == 2.0

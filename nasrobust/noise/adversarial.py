@@ -379,7 +379,7 @@ def attack_run(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cle
 
 
 def minimal_distances(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, clean_correct: torch.Tensor, *,
-                      attack: str = "cw_l2", device: torch.device | str = "cpu", batch_size: int = 256, seed: int = 0,
+                      attack: str, device: torch.device | str = "cpu", batch_size: int = 256, seed: int = 0,
                       settings: AttackSettings | None = None, num_classes: int = 10) -> torch.Tensor:
     """Minimal distance a minimal-perturbation ``attack`` found per example (0 for clean-misclassified,
     inf where none was found), in the attack's norm."""

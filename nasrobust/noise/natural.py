@@ -47,8 +47,9 @@ from nasrobust.records import Protocol
 
 log = logging.getLogger(__name__)
 
+SUITE = "natural"
 #: Metrics that rank architectures only when the per-corruption accuracies are not in a table.
-_aggregate = partial(MetricInfo, rank_group="natural", rank_fallback=True)
+_aggregate = partial(MetricInfo, rank_group=SUITE, rank_fallback=True)
 
 FP_KINDS = ("translate", "rotate", "scale", "brightness", "gaussian_noise")
 OOD_FOLDERS = ("imagenet-o",)
@@ -79,11 +80,11 @@ def from_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 255
 
 
-@SUITES.register("natural", "15 ImageNet-C corruptions x 5 severities, CE/mCE, ImageNet-P flip probability")
+@SUITES.register(SUITE, "15 ImageNet-C corruptions x 5 severities, CE/mCE, ImageNet-P flip probability")
 class NaturalNoise(NoiseSuite):
     """Common corruptions and perturbation stability. Options: :class:`NaturalOptions`."""
 
-    name = "natural"
+    name = SUITE
     Options = NaturalOptions
     metrics = (
         MetricInfo("accuracy", True, noise=CLEAN, rank_group=CLEAN, description="accuracy on the clean test examples"),
@@ -91,7 +92,7 @@ class NaturalNoise(NoiseSuite):
                    description="accuracy averaged over every corruption and severity"),
         _aggregate("mce", False, headline="mCE", noise="mce",
                    description="mean corruption error relative to the reference model (Hendrycks & Dietterich 2019)"),
-        MetricInfo("accuracy", True, rank_group="natural",
+        MetricInfo("accuracy", True, rank_group=SUITE,
                    description="accuracy per corruption and severity (level), or on an extra folder (level 0)"),
         _aggregate("mean_accuracy", True, description="accuracy of one corruption averaged over its severities"),
         _aggregate("ce", False, description="corruption error of one corruption relative to the reference model"),
