@@ -233,6 +233,11 @@ class SearchSpace(abc.ABC):
         """A weight-sharing network holding every architecture of the space."""
         raise SpaceError(f"space {self.name!r} has no supernet")
 
+    @classmethod
+    def has_supernet(cls) -> bool:
+        """Whether the space declares :meth:`supernet` (weight-sharing training and evaluation run on it)."""
+        return cls.supernet is not SearchSpace.supernet
+
     def search_supernet(self, *, num_classes: int, channels: int, cells_per_stage: int, layers: int | None,
                         partial_channels: int, edge_normalization: bool, affine: bool, alpha_seed: int) -> "nn.Module":
         """The one-shot supernet a differentiable searcher (DARTS, DSRNA, AdvRush) relaxes.

@@ -185,10 +185,14 @@ def recalibrated_subnet(model: SupernetClassifier, arch: Arch, data: ImageData, 
     return model.extract(arch).eval() if extract else model
 
 
-def supernet_option_names(space: SearchSpace) -> list[str]:
-    """The keyword options of ``space.supernet`` (what ``--supernet-option KEY=VALUE`` may set)."""
+def supernet_option_names(space: SearchSpace) -> list[str] | None:
+    """The keyword options of ``space.supernet`` (what ``--supernet-option KEY=VALUE`` may set); ``None`` when it
+    takes any (``**kwargs``: the space's own check decides)."""
+    params = inspect.signature(space.supernet).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [name for name, p in inspect.signature(space.supernet).parameters.items() if p.kind in kinds]
+    return [p.name for p in params if p.kind in kinds]
 
 
 def build_supernet(space_name: str, input_size: int, mean: Sequence[float], std: Sequence[float],
@@ -201,7 +205,7 @@ def build_supernet(space_name: str, input_size: int, mean: Sequence[float], std:
     space = get_space(space_name)
     valid = supernet_option_names(space)
     for key in config:
-        if key not in valid:
+        if valid is not None and key not in valid:
             raise UnknownNameError(f"{space.name} supernet option", key, valid)
     net = space.supernet(**config)
     if not isinstance(net, Supernet):
