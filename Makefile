@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 # torch/torchvision pinned to the builds on the team's machines (pip takes them from local disk).
 TORCH   = torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test test-fast study clean
+.PHONY: setup test test-fast typecheck study clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ test: setup
 # The fast tests only (~6 min on 2 cores): no torchrun, no full training runs, no AutoAttack check.
 test-fast: setup
 	$(BIN)/python -m pytest -n 2 -m "not slow"
+
+# The type checker on the public API (pyproject.toml [tool.mypy]; also run by `make test`, tests/test_typing.py).
+typecheck: setup
+	$(BIN)/python -m mypy
 
 # The main job on the embedded defaults: 1200 sampled bignas subnets, the supernet trained on the
 # bundled MNIST, every suite on a CPU-sized subset (all subnets with a GPU), report in study/report.

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch.nn as nn
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ class CostCounter:
         return Cost(params=self.params, flops=self.flops)
 
 
-def measure_cost(model, resolution: int | tuple[int, int], in_chans: int = 3) -> Cost:
+def measure_cost(model: nn.Module, resolution: int | tuple[int, int], in_chans: int = 3) -> Cost:
     """Count a built module's parameters and MACs with ``torch.utils.flop_counter``.
 
     Runs one forward pass of a batch of one. Works on the ``meta`` device, so huge models

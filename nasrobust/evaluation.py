@@ -112,7 +112,8 @@ def evaluate(
         chosen = [source.arch] if source.arch is not None else _one_arch(archs)
         ref = _reference(reference, wid, None)
     with _opened(db) as store:
-        evaluator = Evaluator(store, dataset, suite_objs, n_examples=protocol.n_examples, cache_dir=cache_dir,
+        evaluator = Evaluator(store, dataset, suite_objs, n_examples=protocol.n_examples,
+                              cache_dir=None if cache_dir is None else Path(cache_dir),
                               device=dev, batch_size=batch_size, seed=protocol.seed,
                               recalib_images=protocol.recalib_images, reference=ref, progress=progress)
         if isinstance(net, SupernetClassifier):
@@ -138,6 +139,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, data: ImageData | str | Non
                     kind: str | None = None, space: str | None = None,
                     device: torch.device | str = "cpu") -> LoadedCheckpoint:
     """Read a checkpoint (``kind`` and ``space`` checked when given) with its dataset (default: its own)."""
+    path = Path(path)
     payload = checkpoint.read(path)
     meta = checkpoint.meta_of(payload)
     checkpoint.expect(meta, kind=kind, space=space, path=path)

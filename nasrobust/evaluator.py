@@ -39,7 +39,7 @@ DEFAULT_CACHE = Path("~/.cache/nasrobust").expanduser()
 def make_suites(names: Iterable[str], options: dict[str, dict[str, Any]] | None = None) -> list[NoiseSuite]:
     """Suites by name (``adversarial``, ``natural``, ``system``, ``certified``) with their options."""
     options = options or {}
-    return [SUITES.get(name).from_options(options.get(name, {})) for name in names]
+    return [SUITES.get_class(name).from_options(options.get(name, {})) for name in names]
 
 
 def eval_context(data: ImageData, n_examples: int | None, *, cache_dir: str | Path | None, device: torch.device,

@@ -14,7 +14,7 @@ def headline_columns() -> list[tuple[str, str, str, str]]:
     """``(suite, noise, metric, column)`` for every registered suite's headline metrics."""
     cols = []
     for name in SUITES.names():
-        for info in SUITES.get(name).headlines():
+        for info in SUITES.get_class(name).headlines():
             cols.append((name, str(info.noise), info.metric, str(info.headline)))
     return cols
 

@@ -25,6 +25,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ImageClassifier(nn.Module):
     """``[0, 1]`` images of any size and 1 or 3 channels -> logits of ``net``."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         net: nn.Module,

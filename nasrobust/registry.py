@@ -46,7 +46,7 @@ class Registry(Generic[T]):
         return add
 
     def _load(self) -> None:
-        if self._loaded:
+        if self._loaded or self._plugins is None:
             return
         self._loaded = True
         importlib.import_module(self._plugins)  # the package imports its own modules
@@ -64,7 +64,15 @@ class Registry(Generic[T]):
         except KeyError:
             raise UnknownNameError(self.kind, name, self._factories) from None
 
-    def create(self, name: str, **kwargs) -> T:
+    def get_class(self, name: str) -> type[T]:
+        """The class registered under ``name``, for registries of classes whose class attributes are
+        declarations (a suite's metrics and options, a searcher's options)."""
+        factory = self.get(name)
+        if not isinstance(factory, type):
+            raise TypeError(f"{self.kind} {name!r} is registered as a function, not a class")
+        return factory
+
+    def create(self, name: str, **kwargs: object) -> T:
         """Build the component, passing only the keyword arguments that are not ``None``."""
         return self.get(name)(**{k: v for k, v in kwargs.items() if v is not None})
 

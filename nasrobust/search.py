@@ -326,7 +326,7 @@ class SearchRun:
 
 
 # ----------------------------------------------------------------------------- the base class
-def searcher_options(cls: type, options: Mapping[str, Any]) -> Any:
+def searcher_options(cls: type[Searcher], options: Mapping[str, Any]) -> Any:
     """``cls.Options`` from ``options`` by the shared coercion (:func:`nasrobust.options.build_options`);
     a bad key or value is a one-line :class:`SearchError` naming the searcher."""
     try:
@@ -359,7 +359,7 @@ class Searcher(abc.ABC):
             raise SearchError(
                 f"searcher {self.name!r} optimises one objective but got {len(self.objectives)} "
                 f"({', '.join(self.objectives.names)}); combine them into a weighted sum (0.5*a+0.5*b) "
-                f"or use a multi-objective searcher ({', '.join(n for n in list_searchers() if SEARCHERS.get(n).multi_objective)})")
+                f"or use a multi-objective searcher ({', '.join(n for n in list_searchers() if SEARCHERS.get_class(n).multi_objective)})")
         self.options = searcher_options(type(self), options)
 
     # ------------------------------------------------------------------ identity

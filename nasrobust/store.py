@@ -562,7 +562,8 @@ class ResultStore:
             "SELECT id, started, user, host, pid, rank, nasrobust_version, python_version, argv, origin "
             "FROM main.runs ORDER BY id"
         )
-        return [RunInfo(*row[:8], tuple(json.loads(row[8])), row[9]) for row in rows]
+        return [RunInfo(id_, started, user, host, pid, rank, version, python, tuple(json.loads(argv)), origin)
+                for id_, started, user, host, pid, rank, version, python, argv, origin in rows]
 
     # ------------------------------------------------------------------ reading
     def _resolve(self, arch_or_encoding: Arch | str | None, space: Filter) -> tuple[str | None, Filter]:
@@ -590,7 +591,10 @@ class ResultStore:
 
     def resolve_encoding(self, arch_or_encoding: Arch | str, space: str | None = None) -> str:
         """The full encoding :meth:`query` looks up (prefix added from ``space`` or the store's only space)."""
-        return self._resolve(arch_or_encoding, space)[0]
+        encoding, _ = self._resolve(arch_or_encoding, space)
+        if encoding is None:
+            raise TypeError("expected an Arch or an encoding string, got None")
+        return encoding
 
     def _select(self, encoding: str | None, filters: list[tuple[str, Any]]) -> list[tuple]:
         cols = ", ".join(f"r.{c}" for c in (*KEY_COLUMNS, "value", "created", "protocol_id"))
@@ -795,22 +799,29 @@ def _insert_run(conn: sqlite3.Connection, schema: str, origin: str | None) -> in
     except (KeyError, OSError):  # no passwd entry (containers)
         user = None
     rank = os.environ.get("RANK")
-    return conn.execute(
+    return _row_id(conn.execute(
         f"INSERT INTO {schema}.runs (started, user, host, pid, rank, nasrobust_version, python_version, argv, origin) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (time.time(), user, socket.gethostname(), os.getpid(), int(rank) if rank and rank.isdigit() else None,
          nasrobust.__version__, sys.version.split()[0], json.dumps(list(sys.argv)), origin),
-    ).lastrowid
+    ))
+
+
+def _row_id(cursor: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just wrote."""
+    if cursor.lastrowid is None:
+        raise RuntimeError("the INSERT wrote no row")
+    return cursor.lastrowid
 
 
 def _insert_protocol(conn: sqlite3.Connection, protocol: Protocol) -> int:
     d = protocol.canonical()
-    pid = conn.execute(
+    pid = _row_id(conn.execute(
         "INSERT INTO main.protocols (identity, hash, eps, norm, steps, restarts, seed, n_examples) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (protocol.identity, protocol.hash, None if protocol.eps is None else float(protocol.eps), d["norm"],
          d["steps"], d["restarts"], d["seed"], d["n_examples"]),
-    ).lastrowid
+    ))
     conn.executemany(
         "INSERT INTO main.protocol_params (protocol_id, name, pos, kind, value) VALUES (?, ?, ?, ?, ?)",
         [(pid, name, *row) for name, value in protocol.params for row in _param_rows(value)],
@@ -837,7 +848,9 @@ def _read_protocol(conn: sqlite3.Connection, schema: str, pid: int) -> Protocol:
     versions = conn.execute(
         f"SELECT package, version FROM {schema}.protocol_versions WHERE protocol_id = ? ORDER BY package", (pid,)
     ).fetchall()
-    return Protocol(*row, params=tuple(sorted(params.items())), versions=tuple(map(tuple, versions)))
+    eps, norm, steps, restarts, seed, n_examples = row
+    return Protocol(eps, norm, steps, restarts, seed, n_examples, params=tuple(sorted(params.items())),
+                    versions=tuple((package, version) for package, version in versions))
 
 
 def _flatten_protocol(p: Protocol) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class StudyProtocol:
 
 def _cpu_options() -> dict[str, dict[str, Any]]:
     """Each suite's own reduced protocol (``NoiseSuite.cpu_options``)."""
-    return {name: dict(SUITES.get(name).cpu_options) for name in ALL_SUITES if SUITES.get(name).cpu_options}
+    return {name: dict(SUITES.get_class(name).cpu_options) for name in ALL_SUITES if SUITES.get_class(name).cpu_options}
 
 
 def _described(options: Mapping[str, Mapping[str, Any]]) -> str:
@@ -127,7 +127,7 @@ class StudyConfig:
         p = PROTOCOLS[name]
         options = {s: {**p.suite_options.get(s, {}), **self.suite_options.get(s, {})} for s in self.suites}
         for suite, given in options.items():  # a bad option fails now, not after the supernet is trained
-            SUITES.get(suite).from_options(given)
+            SUITES.get_class(suite).from_options(given)
         eval_archs = self.eval_archs if self.eval_archs is not None else p.eval_archs
         recipe = Recipe.from_dict({**get_preset(self.preset).to_dict(), **self.recipe}).to_dict()
         return dataclasses.replace(

@@ -104,7 +104,7 @@ class Supernet(nn.Module, abc.ABC):
 class SupernetClassifier(ImageClassifier):
     """:class:`ImageClassifier` around a supernet: ``set_active`` also sets the input resolution."""
 
-    def __init__(self, supernet: Supernet, input_size: int, mean, std):
+    def __init__(self, supernet: Supernet, input_size: int, mean: Sequence[float], std: Sequence[float]):
         super().__init__(supernet, resolution=input_size, mean=mean, std=std)
         self.input_size = input_size
 

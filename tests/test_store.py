@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nasrobust.arch
 import nasrobust.space
 from nasrobust.cost import Cost
 from nasrobust.records import InvalidRecordError, Protocol, Record, ResultKey, WorkUnit, current_versions
@@ -93,7 +94,7 @@ class ToySpace(SearchSpace):
 @pytest.fixture
 def toy(monkeypatch):
     space = ToySpace()
-    monkeypatch.setitem(nasrobust.space._instances, "toy", space)
+    monkeypatch.setitem(nasrobust.arch._instances, "toy", space)
     return space
 
 

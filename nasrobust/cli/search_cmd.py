@@ -53,7 +53,7 @@ def _list_searchers() -> int:
 
     rows = []
     for name in SEARCHERS.names():
-        cls = SEARCHERS.get(name)
+        cls = SEARCHERS.get_class(name)
         opts = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Options))
         rows.append((name, "multi" if cls.multi_objective else "single", opts or "-", SEARCHERS.doc(name)))
     print(format_table(rows, ["searcher", "objectives", "options (defaults)", "description"]))
@@ -92,7 +92,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _list_searchers()
     from nasrobust.search import SEARCHERS, create_searcher
 
-    differentiable = getattr(SEARCHERS.get(args.searcher), "differentiable", False)
+    differentiable = getattr(SEARCHERS.get_class(args.searcher), "differentiable", False)
     missing = [flag for flag, v in (("--space", args.space), ("--metric", args.metric or differentiable),
                                     ("--out", args.out)) if not v]
     if missing:

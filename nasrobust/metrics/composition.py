@@ -91,7 +91,7 @@ class Constrained(RobustnessMetric):
         if over > 0 and self.penalty is None:
             return MetricValue(-math.inf if self.higher_is_better else math.inf, False, "infeasible")
         v = self.inner.measure(arch)
-        if over == 0:
+        if over == 0 or self.penalty is None:
             return v
         return MetricValue(self.orient(self.inner.orient(v.value) - self.penalty * over), v.predicted, v.source + "+penalty")
 
@@ -145,9 +145,9 @@ def as_objectives(obj: Objective) -> MultiObjective:
     """Any objective (metric, callable, list of them, multi-objective) as a :class:`MultiObjective`."""
     if isinstance(obj, MultiObjective):
         return obj
-    if isinstance(obj, (list, tuple)):
-        return MultiObjective(obj)
-    return MultiObjective([as_metric(obj)])
+    if isinstance(obj, RobustnessMetric) or callable(obj):
+        return MultiObjective([as_metric(obj)])
+    return MultiObjective(obj)
 
 
 __all__ = ["Constrained", "MultiObjective", "Objective", "Oriented", "WeightedSum", "as_objectives"]

@@ -50,7 +50,7 @@ class LiveMetric(RobustnessMetric):
                               "accuracy); a suite may measure the same noise at several levels")
         from nasrobust.noise.base import SUITES
 
-        implied = SUITES.get(self.selector.suite).selector_options(self.selector.noise, self.selector.level)
+        implied = SUITES.get_class(self.selector.suite).selector_options(self.selector.noise, self.selector.level)
         self.suite_options = {**implied, **dict(suite_options or {})}
         self.n_examples, self.recalib_images = int(n_examples), int(recalib_images)
         self.batch_size, self.seed = int(batch_size), int(seed)

@@ -15,6 +15,8 @@ from nasrobust.arch import Arch, get_space
 from nasrobust.metrics.base import MetricError, MetricValue, RobustnessMetric
 from nasrobust.metrics.spec import SpecProblem, register_kind
 from nasrobust.options import option
+from nasrobust.data import ImageData, load_dataset
+from nasrobust.models import ImageClassifier
 from nasrobust.proxies import PROXIES, get_proxy
 from nasrobust.supernet import recalibrate_bn
 
@@ -45,14 +47,12 @@ class ProxyMetric(RobustnessMetric):
         data_name = dataset if isinstance(dataset, str) else dataset.info.name
         extra = "".join(f"&{k}={v}" for k, v in sorted(self.build_kwargs.items()))
         self.name = f"proxy:{proxy}?dataset={data_name}&batch={batch_size}&seed={seed}{extra}"
-        self._data = None
+        self._data: ImageData | None = None
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
-    def data(self):
+    def data(self) -> ImageData:
         if self._data is None:
-            from nasrobust.data import load_dataset
-
             self._data = load_dataset(self.dataset, root=self.data_root) if isinstance(self.dataset, str) else self.dataset
         return self._data
 
@@ -66,10 +66,8 @@ class ProxyMetric(RobustnessMetric):
             self._batch = images.to(self.device), labels.to(self.device)
         return self._batch
 
-    def model(self, arch: Arch) -> nn.Module:
+    def model(self, arch: Arch) -> ImageClassifier:
         """``ImageClassifier(space.build(arch))`` initialised under the fixed seed."""
-        from nasrobust.models import ImageClassifier
-
         space = get_space(arch.space)
         info = self.data.info
         with torch.random.fork_rng(devices=[]):

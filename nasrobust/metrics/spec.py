@@ -60,7 +60,7 @@ class MetricKind:
         own = {k: v for k, v in options.items() if k in fields or self.extra is None}
         rest = {k: v for k, v in options.items() if k not in own}
         try:
-            parsed = build_options(self.Options, own, owner=self.name, key_prefix="")
+            parsed: Any = build_options(self.Options, own, owner=self.name, key_prefix="")
         except NasRobustError as exc:
             raise SpecProblem(str(exc)) from None
         return self.build(body, parsed, rest, context)
