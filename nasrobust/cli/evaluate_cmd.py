@@ -9,8 +9,6 @@ from nasrobust.cli.common import positive_int
 from nasrobust.errors import NasRobustError
 from nasrobust.options import parse_assignments
 
-ALL_SUITES = "adversarial,natural,system,certified"
-
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -32,7 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--pretrained", action="store_true", help="zoo models: load timm's pretrained weights (needs network)")
     p.add_argument("--dataset", help="dataset (taken from the checkpoint when omitted)")
     p.add_argument("--data-root", help="folder of a dataset that is not bundled")
-    p.add_argument("--suites", default=ALL_SUITES, help=f"comma-separated (default {ALL_SUITES})")
+    p.add_argument("--suites", help="comma-separated registered suites (default: every one; `nasrobust list` shows them)")
     p.add_argument("--suite-option", action="append", default=[], metavar="SUITE.KEY=VALUE",
                    help="a suite option, e.g. adversarial.attacks=pgd_linf,fgsm or natural.severities=1,3,5")
     p.add_argument("--db", default="results.db", help="SQLite result store (created if missing)")
@@ -77,7 +75,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise NasRobustError("choose exactly one of --supernet, --checkpoint or --pretrained (zoo)")
     device = distributed.local_device()
     distributed.init(device)
-    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
+    suites = [s.strip() for s in args.suites.split(",") if s.strip()] if args.suites else None
     protocol = EvalProtocol(n_examples=args.n_examples, suite_options=parse_suite_options(args.suite_option),
                             seed=args.seed, recalib_images=args.recalib_images)
     common = dict(db=args.db, suites=suites, protocol=protocol, batch_size=args.batch_size, cache_dir=args.cache_dir,

@@ -34,7 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="evaluation protocol: full (every subnet, suite defaults) with a GPU, cpu otherwise (default auto)")
     p.add_argument("--eval-archs", type=positive_int, help="subnets evaluated (default: the protocol's; cpu: 100)")
     p.add_argument("--n-examples", type=positive_int, help="test images per evaluation (default: the protocol's)")
-    p.add_argument("--suites", help="comma-separated subset of adversarial,natural,system,certified (default all)")
+    p.add_argument("--suites", help="comma-separated registered suites (default: every one; `nasrobust list` shows them)")
     p.add_argument("--suite-option", action="append", default=[], metavar="SUITE.KEY=VALUE",
                    help="a suite option on top of the protocol's, e.g. adversarial.steps=10")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the report's intervals")
