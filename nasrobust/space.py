@@ -233,6 +233,18 @@ class SearchSpace(abc.ABC):
         """A weight-sharing network holding every architecture of the space."""
         raise SpaceError(f"space {self.name!r} has no supernet")
 
+    def pretrained(self, arch: Arch) -> tuple["nn.Module", str]:
+        """A network with published weights, taking ``[0, 1]`` images (an ``ImageClassifier`` of the space's
+        ``num_classes`` classes), and the weights id its results are stored under. Spaces without
+        published weights raise :class:`SpaceError`."""
+        raise SpaceError(f"space {self.name!r} has no published pretrained weights; evaluate a --checkpoint or "
+                         "a --supernet instead")
+
+    @classmethod
+    def has_pretrained(cls) -> bool:
+        """Whether the space declares :meth:`pretrained` (published weights)."""
+        return cls.pretrained is not SearchSpace.pretrained
+
     @classmethod
     def has_supernet(cls) -> bool:
         """Whether the space declares :meth:`supernet` (weight-sharing training and evaluation run on it)."""

@@ -390,6 +390,15 @@ class ZooSpace(SearchSpace):
         m = cost_table()[1][arch.genome]
         return m.mean, m.std
 
+    def pretrained(self, arch: Arch) -> tuple["nn.Module", str]:
+        """The published ImageNet weights (timm or torchvision; downloaded on first use) with the normalisation
+        they expect, keyed ``timm-pretrained:<model>`` in the store."""
+        from nasrobust.models import ImageClassifier
+
+        mean, std = self.normalization(arch)
+        net = self.build(arch, num_classes=self.num_classes, pretrained=True)
+        return ImageClassifier(net, self.resolution(arch), mean, std), f"timm-pretrained:{arch.encoding.partition(':')[2]}"
+
     # ------------------------------------------------------------------ models and cost
     def build(
         self,

@@ -165,3 +165,8 @@ def test_the_entry_point_scores_a_model_object(supernet_ckpt, tmp_path):
     assert result.archs == (arch,) and result.reports[0].written["system"] > 0
     with open_results(tmp_path / "m.db", create=False) as store:
         assert {r.key.weights_id for r in store.query(arch)} == {"mine"}
+
+
+def test_pretrained_needs_a_space_with_published_weights(capsys):
+    assert main(["evaluate", "--pretrained", "--space", "nb201", "--arch", "x", "--dataset", "digits"]) == 2
+    assert "space 'nb201' has no published weights; --pretrained works with zoo" in capsys.readouterr().err

@@ -272,6 +272,20 @@ def test_pretrained_torchvision_model_gets_weights_and_a_new_head(zoo, monkeypat
         zoo.build(zoo.resolve("mobilenet_v3_large_x0_35"), pretrained=True)
 
 
+def test_pretrained_declares_the_model_its_normalisation_and_weights_id(zoo, monkeypatch):
+    """What `nasrobust evaluate --pretrained` scores: the published weights, normalised as they expect."""
+    from nasrobust.errors import SpaceError
+
+    monkeypatch.setattr(timm, "create_model", lambda name, **kwargs: nn.Identity())
+    arch = zoo.resolve("vit_b16")
+    model, weights_id = zoo.pretrained(arch)
+    assert isinstance(model, ImageClassifier) and weights_id == "timm-pretrained:vit_b16"
+    assert model.resolution == zoo.resolution(arch) and model.mean.flatten().tolist() == pytest.approx([0.5] * 3)
+    assert zoo.has_pretrained() and not get_space("bignas").has_pretrained()
+    with pytest.raises(SpaceError, match="no published pretrained weights"):
+        get_space("bignas").pretrained(get_space("bignas").sample(1)[0])
+
+
 # ---------------------------------------------------------------------------- encodings and moves
 def test_encodings_aliases_and_errors(zoo):
     assert zoo.decode("zoo:vit_b16_224") == zoo.decode("zoo:vit_b16") == zoo.resolve("vit_b16")

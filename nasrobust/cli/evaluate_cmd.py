@@ -15,7 +15,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="score architectures against noise suites and store the results",
         description="Three modes: subnets of a trained supernet (--supernet with --archs/--arch/--n), "
-        "one stand-alone checkpoint (--checkpoint), or a zoo model with timm's pretrained weights "
+        "one stand-alone checkpoint (--checkpoint), or networks with published weights "
         "(--space zoo --arch NAME --pretrained).",
     )
     src = p.add_argument_group("what to evaluate")
@@ -27,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                      help="evaluate this many sampled subnets (with --supernet; under torchrun spell it --num-archs)")
     src.add_argument("--sample-seed", type=int, default=0, help="seed of --n sampling")
     src.add_argument("--checkpoint", help="a stand-alone checkpoint from `nasrobust train`")
-    src.add_argument("--pretrained", action="store_true", help="zoo models: load timm's pretrained weights (needs network)")
+    src.add_argument("--pretrained", action="store_true", help="networks with the published weights their space declares (zoo: timm's; downloads them)")
     p.add_argument("--dataset", help="dataset (taken from the checkpoint when omitted)")
     p.add_argument("--data-root", help="folder of a dataset that is not bundled")
     p.add_argument("--suites", help="comma-separated registered suites (default: every one; `nasrobust list` shows them)")
@@ -81,7 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     common = dict(db=args.db, suites=suites, protocol=protocol, batch_size=args.batch_size, cache_dir=args.cache_dir,
                   device=device, progress=not args.no_progress)
     if args.pretrained:
-        encodings, weights_id, dataset = _pretrained_zoo(args, common)
+        encodings, weights_id, dataset = _pretrained(args, common)
     else:
         archs = [rec["encoding"] for rec in read_records(args.archs)] if args.archs else []
         result = evaluate(args.supernet or args.checkpoint, kind="supernet" if args.supernet else "standalone",
@@ -97,24 +97,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pretrained_zoo(args: argparse.Namespace, common: dict[str, Any]) -> tuple[list[str], None, str]:
-    """Zoo models with timm's pretrained ImageNet weights, each keyed by its own weights id."""
+def _pretrained(args: argparse.Namespace, common: dict[str, Any]) -> tuple[list[str], None, str]:
+    """Networks with the published weights their space declares (``SearchSpace.pretrained``), each keyed by its
+    own weights id."""
     from nasrobust.data import load_dataset
     from nasrobust.evaluation import evaluate
-    from nasrobust.models import ImageClassifier
-    from nasrobust.space import get_space
+    from nasrobust.space import get_space, list_spaces
 
-    if args.space != "zoo" or not args.arch or not args.dataset:
-        raise NasRobustError("--pretrained needs --space zoo --arch NAME --dataset imagefolder --data-root IMAGENET")
-    space = get_space("zoo")
-    data = load_dataset(args.dataset, root=args.data_root)
-    if data.info.num_classes != 1000:
-        raise NasRobustError(f"pretrained zoo models predict 1000 ImageNet classes; {data.info.name} has {data.info.num_classes}")
+    if not args.space or not args.arch or not args.dataset:
+        raise NasRobustError("--pretrained needs --space SPACE --arch NAME --dataset DATASET, e.g. --space zoo "
+                             "--arch resnet50 --dataset imagefolder --data-root IMAGENET")
+    space = get_space(args.space)
+    if not space.has_pretrained():
+        usable = [n for n in list_spaces() if get_space(n).has_pretrained()]
+        raise NasRobustError(f"space {space.name!r} has no published weights; --pretrained works with {', '.join(usable)}")
     archs = list(dict.fromkeys(space.resolve(a) for a in args.arch))
+    data = load_dataset(args.dataset, root=args.data_root)
+    if data.info.num_classes != space.num_classes:
+        raise NasRobustError(f"pretrained {space.name} models predict {space.num_classes} classes; "
+                             f"{data.info.name} has {data.info.num_classes}")
     for arch in archs:
-        mean, std = space.normalization(arch)
-        net = space.build(arch, num_classes=1000, pretrained=True)
-        model = ImageClassifier(net, space.resolution(arch), mean, std)
-        evaluate(model, archs=[arch], data=data, weights_id=f"timm-pretrained:{arch.encoding.partition(':')[2]}",
-                 reference=None, **common)
+        model, weights_id = space.pretrained(arch)
+        evaluate(model, archs=[arch], data=data, weights_id=weights_id, reference=None, **common)
     return [a.encoding for a in archs], None, data.info.name
