@@ -9,10 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from nasrobust.arch import SPACES, Arch, decode, get_space, list_spaces, register_space
 from nasrobust.cost import Cost, CostCounter, measure_cost
 from nasrobust.errors import EncodingError, NasRobustError, SpaceError, UnknownNameError
-from nasrobust.space import SearchSpace
+from nasrobust.space import SPACES, Arch, SearchSpace, decode, get_space, list_spaces, register_space
 
 __version__ = "0.1.0"
 

@@ -54,9 +54,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from nasrobust.arch import Arch
 from nasrobust.search import Evaluation, ObjectiveInfo, Searcher, SearchError, SearchResult, searcher_options
-from nasrobust.space import SearchSpace, get_space, list_spaces
+from nasrobust.space import Arch, SearchSpace, get_space, list_spaces
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,11 @@ import torch
 import torch.nn as nn
 
 from nasrobust import checkpoint, distributed
-from nasrobust.arch import Arch
 from nasrobust.data import ImageData, load_dataset
 from nasrobust.errors import NasRobustError
 from nasrobust.evaluator import ArchReport, Evaluator, Reference, make_suites
 from nasrobust.noise.base import SUITES
-from nasrobust.space import SearchSpace, get_space
+from nasrobust.space import Arch, SearchSpace, get_space
 from nasrobust.store import ResultStore, open_results
 from nasrobust.supernet import SupernetClassifier
 

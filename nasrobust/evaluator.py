@@ -23,11 +23,11 @@ import torch
 import torch.nn as nn
 
 from nasrobust import distributed
-from nasrobust.arch import Arch
 from nasrobust.data import ImageData, stack
 from nasrobust.errors import NasRobustError
 from nasrobust.noise.base import SUITES, EvalContext, NoiseSuite
 from nasrobust.records import Protocol, Record, ResultKey, WorkUnit
+from nasrobust.space import Arch
 from nasrobust.store import ResultStore
 from nasrobust.supernet import SupernetClassifier, recalibrated_subnet
 

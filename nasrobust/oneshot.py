@@ -3,7 +3,7 @@
 A one-shot cell supernet puts every candidate op on every edge (Bender et al., "Understanding
 and Simplifying One-Shot Architecture Search", ICML 2018). It runs in one of two modes:
 
-* **single** -- one op per edge, chosen by an :class:`~nasrobust.arch.Arch` with
+* **single** -- one op per edge, chosen by an :class:`~nasrobust.space.Arch` with
   ``set_active(arch)`` (single-path one-shot, Guo et al., "Single Path One-Shot Neural
   Architecture Search with Uniform Sampling", ECCV 2020; what sandwich training uses). Only the
   active ops run, so only they get gradients, and the network computes exactly what
@@ -41,9 +41,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nasrobust.arch import Arch
 from nasrobust.errors import NasRobustError
-from nasrobust.space import SearchSpace
+from nasrobust.space import Arch, SearchSpace
 from nasrobust.supernet import Supernet
 
 log = logging.getLogger(__name__)

@@ -302,7 +302,7 @@ class ResultKey:
 
     @classmethod
     def of(cls, arch: Any, *, weights_id: str, dataset: str, suite: str, noise: str, level: float, metric: str) -> "ResultKey":
-        """Key of an :class:`~nasrobust.arch.Arch` (or its encoding string)."""
+        """Key of an :class:`~nasrobust.space.Arch` (or its encoding string)."""
         encoding = arch if isinstance(arch, str) else arch.encoding
         return cls(encoding.partition(":")[0], encoding, weights_id, dataset, suite, noise, level, metric)
 

@@ -38,12 +38,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from nasrobust.arch import Arch
 from nasrobust.errors import NasRobustError
 from nasrobust.metrics import MultiObjective, Objective, as_objectives
 from nasrobust.options import NoOptions, build_options
 from nasrobust.registry import Registry
-from nasrobust.space import SearchSpace, get_space
+from nasrobust.space import Arch, SearchSpace, get_space
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
-"""The search-space abstraction (its registry, :data:`SPACES`, lives beside :class:`Arch` and is re-exported here).
+"""The search-space abstraction: :class:`Arch` (one architecture of one space), :class:`SearchSpace`
+and the registry of spaces, :data:`SPACES`.
 
-A :class:`SearchSpace` owns its choice lists once; everything else (sampling, encodings,
-analytic cost, the built module, factors for analysis, moves for searchers, the supernet)
-reads them from there. Concrete spaces live in the top-level ``spaces/`` folder (installed as
+An :class:`Arch` names its space, and its encoding is written by that space, so the value and the
+registry that gives it meaning live here together. A :class:`SearchSpace` owns its choice lists
+once; everything else (sampling, encodings, analytic cost, the built module, factors and choices
+for analysis, moves for searchers, the supernet) reads them from there. Concrete spaces live in the top-level ``spaces/`` folder (installed as
 ``nasrobust.spaces``) and register with ``@register_space``.
 
 Torch is imported only by :meth:`SearchSpace.build` and friends, so sampling 1,200
@@ -14,14 +16,16 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nasrobust.arch import SPACES, Arch, decode, get_space, list_spaces, register_space
 from nasrobust.cost import Cost
 from nasrobust.errors import EncodingError, NasRobustError, SpaceError, UnknownNameError
+from nasrobust.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
@@ -30,6 +34,66 @@ log = logging.getLogger(__name__)
 
 #: Spaces at most this many pixels wide use the small-input variant of their family.
 SMALL_INPUT_MAX = 64
+
+#: Registered search spaces. ``SPACES.create(name)`` builds a fresh instance;
+#: :func:`get_space` returns a shared one.
+SPACES: Registry[SearchSpace] = Registry("space", plugins="nasrobust.spaces")
+
+_instances: dict[str, SearchSpace] = {}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture of one registered search space.
+
+    ``genome`` is the space's own typed, hashable description (a frozen dataclass or a
+    tuple), always in the space's canonical form, so equal networks compare and hash equal.
+    The canonical string form, ``encoding`` (``"<space>:<body>"``), is the primary key in the
+    result store, the CLI and plots; ``space.decode(arch.encoding) == arch``.
+    """
+
+    space: str
+    genome: Hashable
+
+    @cached_property
+    def encoding(self) -> str:
+        return get_space(self.space).encode(self)
+
+    def __str__(self) -> str:
+        return self.encoding
+
+    def __repr__(self) -> str:
+        return f"Arch({self.encoding!r})"
+
+
+def register_space(name: str, doc: str = "") -> Callable[[Callable[..., SearchSpace]], Callable[..., SearchSpace]]:
+    """Register a :class:`SearchSpace` subclass (or a factory of one) under ``name``."""
+    return SPACES.register(name, doc)
+
+
+def get_space(name: str) -> SearchSpace:
+    """The shared instance of a registered space; an unknown name lists the valid ones."""
+    if name not in _instances:
+        space = SPACES.create(name)
+        if space.name != name:
+            raise RuntimeError(f"space registered as {name!r} calls itself {space.name!r}")
+        _instances[name] = space
+    return _instances[name]
+
+
+def list_spaces(pattern: str = "*") -> list[str]:
+    return SPACES.names(pattern)
+
+
+def decode(encoding: str) -> Arch:
+    """Decode a full encoding (``"<space>:<body>"``) of any registered space."""
+    space, sep, _ = encoding.partition(":")
+    if not sep:
+        raise NasRobustError(
+            f"encoding {encoding!r} has no space prefix; expected '<space>:<body>' "
+            f"with <space> one of: {', '.join(list_spaces())}"
+        )
+    return get_space(space).decode(encoding)
 
 
 class SearchSpace(abc.ABC):

@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 from urllib.parse import quote
 
-from nasrobust.arch import Arch
 from nasrobust.errors import NasRobustError
 from nasrobust.records import Protocol, Record, ResultKey, RunInfo, WorkUnit
+from nasrobust.space import Arch
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -614,7 +614,7 @@ class ResultStore:
               weights_id: Filter = None) -> list[Record]:
         """Records matching the filters (each a name or a list of names), in key order.
 
-        ``arch_or_encoding`` is an :class:`~nasrobust.arch.Arch` or an encoding (the
+        ``arch_or_encoding`` is an :class:`~nasrobust.space.Arch` or an encoding (the
         ``"<space>:"`` prefix may be left out when the space is known); a non-canonical
         encoding of a registered space finds its canonical twin.
         """

@@ -24,10 +24,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nasrobust.arch import Arch
 from nasrobust.errors import NasRobustError, UnknownNameError
 from nasrobust.models import ImageClassifier
-from nasrobust.space import SearchSpace, get_space
+from nasrobust.space import Arch, SearchSpace, get_space
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasrobust.data import ImageData

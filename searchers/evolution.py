@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nasrobust.arch import Arch
 from nasrobust.search import Evaluation, Searcher, SearchRun, register_searcher
+from nasrobust.space import Arch
 
 
 @dataclass(frozen=True)

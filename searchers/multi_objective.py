@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nasrobust.arch import Arch
 from nasrobust.search import Evaluation, Searcher, SearchRun, dominates, register_searcher
+from nasrobust.space import Arch
 
 
 def nondominated_sort(points: Sequence[Sequence[float]]) -> list[list[int]]:

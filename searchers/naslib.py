@@ -31,10 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from nasrobust.arch import Arch
 from nasrobust.errors import NasRobustError
 from nasrobust.metrics import RobustnessMetric, as_metric
-from nasrobust.space import SearchSpace, get_space
+from nasrobust.space import Arch, SearchSpace, get_space
 
 #: NASLib ``Metric`` names answered with the measured wall time instead of the score.
 TIME_METRICS = frozenset({"TRAIN_TIME", "VAL_TIME", "TEST_TIME"})

@@ -33,10 +33,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from nasrobust.arch import Arch
 from nasrobust.errors import SpaceError
 from nasrobust.search import BudgetExhausted, SearchError, Searcher, SearchRun, register_searcher
-from nasrobust.space import SearchSpace
+from nasrobust.space import Arch, SearchSpace
 
 log = logging.getLogger(__name__)
 

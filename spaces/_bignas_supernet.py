@@ -29,8 +29,8 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from nasrobust.arch import Arch
 from nasrobust.elastic import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear, configure_stages, copy_into, run_stages
+from nasrobust.space import Arch
 from nasrobust.spaces.bignas import STAGE_STRIDES, BigNASResNetSpace, BlockSpec
 from nasrobust.supernet import Supernet
 

@@ -41,10 +41,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nasrobust.arch import Arch
 from nasrobust.errors import NasRobustError
 from nasrobust.oneshot import MixedOp, OneShotSupernet, check_partial_channels, copy_weights
-from nasrobust.space import SearchSpace
+from nasrobust.space import Arch, SearchSpace
 from nasrobust.spaces._darts_net import OPS, FactorizedReduce, NetworkCIFAR, ReLUConvBN
 from nasrobust.spaces.darts import (
     ALPHA_ROWS,

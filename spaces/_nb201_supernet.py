@@ -33,9 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nasrobust.arch import Arch
 from nasrobust.oneshot import MixedOp, OneShotSupernet, check_partial_channels, copy_weights
-from nasrobust.space import SearchSpace
+from nasrobust.space import Arch, SearchSpace
 from nasrobust.spaces._nb201_net import OPS, Cell, NB201Network
 from nasrobust.spaces.nb201 import (
     DEFAULT_CELLS_PER_STAGE,

@@ -26,8 +26,8 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from nasrobust.arch import Arch
 from nasrobust.elastic import DynamicBatchNorm2d, DynamicConv2d, configure_stages, copy_into, run_stages
+from nasrobust.space import Arch
 from nasrobust.spaces._ofa_mbv3_net import ACTIVATIONS, MBConv, conv_bn_act, init_ofa
 from nasrobust.spaces.ofa_mbv3 import MBConvPlan, OFAMobileNetV3Space
 from nasrobust.supernet import Supernet

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nasrobust.arch import Arch
 from nasrobust.elastic import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear, configure_stages, copy_into, run_stages
 from nasrobust.errors import NasRobustError
+from nasrobust.space import Arch
 from nasrobust.spaces._robarch_net import ACTIVATION_MODULES
 from nasrobust.spaces.robarch import BlockPlan, NetPlan, RobArchGenome, RobArchSpace
 from nasrobust.supernet import Supernet

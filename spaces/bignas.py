@@ -86,10 +86,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nasrobust.arch import Arch
 from nasrobust.cost import Cost, CostCounter
 from nasrobust.errors import SpaceError
-from nasrobust.space import SearchSpace, choice_label, register_space
+from nasrobust.space import Arch, SearchSpace, choice_label, register_space
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn

@@ -45,10 +45,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nasrobust.arch import Arch
 from nasrobust.cost import Cost, CostCounter
 from nasrobust.errors import SpaceError
-from nasrobust.space import SearchSpace, check_choice, choice_label, register_space
+from nasrobust.space import Arch, SearchSpace, check_choice, choice_label, register_space
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -78,10 +78,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nasrobust.arch import Arch
 from nasrobust.cost import Cost, CostCounter
 from nasrobust.errors import SpaceError
-from nasrobust.space import SearchSpace, check_choice, register_space
+from nasrobust.space import Arch, SearchSpace, check_choice, register_space
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import nasrobust.arch
 import nasrobust.space
 from nasrobust.cost import Cost
 from nasrobust.records import InvalidRecordError, Protocol, Record, ResultKey, WorkUnit, current_versions
@@ -94,7 +93,7 @@ class ToySpace(SearchSpace):
 @pytest.fixture
 def toy(monkeypatch):
     space = ToySpace()
-    monkeypatch.setitem(nasrobust.arch._instances, "toy", space)
+    monkeypatch.setitem(nasrobust.space._instances, "toy", space)
     return space
 
 

@@ -38,9 +38,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from nasrobust.analysis.table import ResultTable, Source, build_table, matches
-from nasrobust.arch import Arch
 from nasrobust.errors import NasRobustError
-from nasrobust.space import SearchSpace, get_space
+from nasrobust.space import Arch, SearchSpace, get_space
 
 log = logging.getLogger(__name__)
 

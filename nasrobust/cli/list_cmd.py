@@ -10,7 +10,7 @@ from nasrobust.io import format_table
 
 #: Kinds of component -> (module, registry): what ``nasrobust list KIND`` reads.
 REGISTRIES = {
-    "spaces": ("nasrobust.arch", "SPACES"),
+    "spaces": ("nasrobust.space", "SPACES"),
     "suites": ("nasrobust.noise.base", "SUITES"),
     "attacks": ("nasrobust.noise.attacks", "ATTACKS"),
     "searchers": ("nasrobust.search", "SEARCHERS"),

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from nasrobust.arch import Arch
 from nasrobust.errors import NasRobustError
+from nasrobust.space import Arch
 
 
 class MetricError(NasRobustError):

@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
-from nasrobust.arch import Arch, get_space
 from nasrobust.metrics.base import MetricError, MetricValue, RobustnessMetric, as_metric
+from nasrobust.space import Arch, get_space
 
 
 class Oriented(RobustnessMetric):

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nasrobust.arch import Arch, get_space
 from nasrobust.metrics.base import MetricError, MetricValue, RobustnessMetric
 from nasrobust.metrics.spec import SpecProblem, register_kind
 from nasrobust.options import option
+from nasrobust.space import Arch, get_space
 
 COST_KINDS = ("flops", "params")
 

@@ -9,15 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn as nn
 
-from nasrobust.arch import Arch, get_space
+from nasrobust.data import ImageData, load_dataset
 from nasrobust.metrics.base import MetricError, MetricValue, RobustnessMetric
 from nasrobust.metrics.spec import SpecProblem, register_kind
-from nasrobust.options import option
-from nasrobust.data import ImageData, load_dataset
 from nasrobust.models import ImageClassifier
+from nasrobust.options import option
 from nasrobust.proxies import PROXIES, get_proxy
+from nasrobust.space import Arch, get_space
 from nasrobust.supernet import recalibrate_bn
 
 log = logging.getLogger(__name__)

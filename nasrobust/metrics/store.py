@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasrobust.arch import Arch
 from nasrobust.errors import NasRobustError
 from nasrobust.metrics.base import MetricError, MetricUnavailableError, MetricValue, Predictor, RobustnessMetric, Selector
 from nasrobust.metrics.spec import SpecProblem, register_kind, selector
 from nasrobust.options import option
+from nasrobust.space import Arch
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasrobust.store import ResultStore

@@ -9,12 +9,11 @@ import torch
 import torch.nn as nn
 
 from nasrobust import checkpoint, distributed
-from nasrobust.arch import Arch
 from nasrobust.data import ImageData, load_dataset
 from nasrobust.errors import NasRobustError
 from nasrobust.inference import accuracy
 from nasrobust.models import ImageClassifier
-from nasrobust.space import SearchSpace, get_space
+from nasrobust.space import Arch, SearchSpace, get_space
 from nasrobust.supernet import SupernetClassifier, build_supernet, recalibrate, recalibrated_subnet
 from nasrobust.train.engine import Trainer, TrainResult
 from nasrobust.train.recipe import Recipe

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nasrobust.arch import Arch
+from nasrobust.space import Arch
 from nasrobust.train.adversarial import EXAMPLE_MAKERS, trades_loss
 from nasrobust.train.losses import accuracy_count, classification_loss, distillation_loss
 from nasrobust.train.recipe import Recipe
