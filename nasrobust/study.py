@@ -115,7 +115,9 @@ class StudyConfig:
         from nasrobust.space import get_space
         from nasrobust.train.recipe import Recipe, get_preset
 
-        get_space(self.space)  # unknown space -> clear error before any work
+        from nasrobust.supernet import check_supernet_options
+
+        check_supernet_options(get_space(self.space), self.supernet)  # unknown space or option: before any work
         if self.n < 1:
             raise NasRobustError(f"--n must be >= 1, got {self.n}")
         name = ("full" if has_gpu else "cpu") if self.protocol == "auto" else self.protocol

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -194,6 +194,14 @@ def supernet_option_names(space: SearchSpace) -> list[str] | None:
     return [p.name for p in params if p.kind in kinds]
 
 
+def check_supernet_options(space: SearchSpace, options: Mapping[str, Any]) -> None:
+    """Raise :class:`~nasrobust.errors.UnknownNameError` ("did you mean") for an option ``space.supernet`` does not take."""
+    valid = supernet_option_names(space)
+    for key in options:
+        if valid is not None and key not in valid:
+            raise UnknownNameError(f"{space.name} supernet option", key, valid)
+
+
 def build_supernet(space_name: str, input_size: int, mean: Sequence[float], std: Sequence[float],
                    **config: Any) -> SupernetClassifier:
     """The space's supernet wrapped for ``[0, 1]`` images of ``input_size`` pixels.
@@ -202,10 +210,7 @@ def build_supernet(space_name: str, input_size: int, mean: Sequence[float], std:
     ("did you mean"), raised before anything is built.
     """
     space = get_space(space_name)
-    valid = supernet_option_names(space)
-    for key in config:
-        if valid is not None and key not in valid:
-            raise UnknownNameError(f"{space.name} supernet option", key, valid)
+    check_supernet_options(space, config)
     net = space.supernet(**config)
     if not isinstance(net, Supernet):
         raise TypeError(f"{space_name}.supernet() must return a nasrobust.supernet.Supernet")

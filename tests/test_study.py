@@ -82,6 +82,10 @@ def test_bad_configs_are_clear(tmp_path):
         StudyConfig(space="nope").resolved(False)
     with pytest.raises(NasRobustError, match="unknown suite"):
         StudyConfig(suites=("adversarial", "vibes")).resolved(False)
+    with pytest.raises(NasRobustError, match="unknown nb201 supernet option 'chanels'. Did you mean 'channels'"):
+        StudyConfig(space="nb201", supernet={"chanels": 4}).resolved(False)
+    with pytest.raises(NasRobustError, match="natural.severities"):
+        StudyConfig(suite_options={"natural": {"severities": "a"}}).resolved(False)
     bad = tmp_path / "c.toml"
     bad.write_text("space = 'bignas'\nepochz = 3\n")
     with pytest.raises(NasRobustError, match="epochz"):
