@@ -108,7 +108,7 @@ def evaluate(
         chosen = _subnets(net.supernet.space, archs, n_archs, sample_seed)
         ref = _reference(reference, wid, net)
     else:
-        chosen = [source.arch] if source.arch is not None else _one_arch(archs)
+        chosen = _one_arch(archs, n_archs, source.arch)
         ref = _reference(reference, wid, None)
     with _opened(db) as store:
         evaluator = Evaluator(store, dataset, suite_objs, n_examples=protocol.n_examples,
@@ -148,15 +148,18 @@ def load_checkpoint(path: str | os.PathLike[str], *, data: ImageData | str | Non
             f"{path} was trained on {meta.dataset['name']}; evaluating on {dataset.info.name} would need the same "
             f"classes. Pass --dataset {meta.dataset['name']}"
         )
+    wid = payload["weights_id"]
     if meta.kind == "supernet":
-        return LoadedCheckpoint(checkpoint.supernet_from_payload(payload, path, device), dataset, payload["weights_id"], None)
-    return LoadedCheckpoint(checkpoint.model_from_payload(payload, path, device), dataset, payload["weights_id"],
+        return LoadedCheckpoint(checkpoint.supernet_from_payload(payload, path, device), dataset, wid, None)
+    return LoadedCheckpoint(checkpoint.model_from_payload(payload, path, device), dataset, wid,
                             get_space(meta.space).decode(str(meta.arch)))
 
 
 def _source(model: str | os.PathLike[str] | nn.Module, data: ImageData | str | None, data_root: str | None,
             weights_id: str | None, kind: str | None, space: str | None, device: torch.device) -> LoadedCheckpoint:
     if not isinstance(model, nn.Module):
+        if weights_id is not None:
+            raise NasRobustError("weights_id is read from the checkpoint; pass it only with a model object")
         return load_checkpoint(model, data=data, data_root=data_root, kind=kind, space=space, device=device)
     if data is None or not weights_id:
         raise NasRobustError("evaluating a model object needs data= (a dataset) and weights_id= (what keys its rows)")
@@ -178,8 +181,14 @@ def _subnets(space: SearchSpace, archs: Sequence[Arch | str], n: int | None, see
     return list(dict.fromkeys(chosen))
 
 
-def _one_arch(archs: Sequence[Arch | str]) -> list[Arch]:
-    if len(archs) != 1 or not isinstance(archs[0], Arch):
+def _one_arch(archs: Sequence[Arch | str], n: int | None, stored: Arch | None) -> list[Arch]:
+    """A stand-alone model's one architecture: the checkpoint's, or the one given with a model object."""
+    if stored is not None:
+        if archs or n:
+            raise NasRobustError(f"a stand-alone checkpoint holds one architecture ({stored.encoding}); "
+                                 "drop --arch/--archs/--n (they choose subnets of a --supernet)")
+        return [stored]
+    if len(archs) != 1 or not isinstance(archs[0], Arch) or n:
         raise NasRobustError("a stand-alone model is one architecture: pass archs=[its Arch]")
     return [archs[0]]
 

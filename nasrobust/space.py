@@ -4,8 +4,9 @@ and the registry of spaces, :data:`SPACES`.
 An :class:`Arch` names its space, and its encoding is written by that space, so the value and the
 registry that gives it meaning live here together. A :class:`SearchSpace` owns its choice lists
 once; everything else (sampling, encodings, analytic cost, the built module, factors and choices
-for analysis, moves for searchers, the supernet) reads them from there. Concrete spaces live in the top-level ``spaces/`` folder (installed as
-``nasrobust.spaces``) and register with ``@register_space``.
+for analysis, moves for searchers, the supernet) reads them from there. Concrete spaces live in
+the top-level ``spaces/`` folder (installed as ``nasrobust.spaces``) and register with
+``@register_space``.
 
 Torch is imported only by :meth:`SearchSpace.build` and friends, so sampling 1,200
 architectures with their cost never pays torch's import time.

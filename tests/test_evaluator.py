@@ -160,6 +160,8 @@ def test_the_entry_point_scores_a_model_object(supernet_ckpt, tmp_path):
     with pytest.raises(NasRobustError, match="ENCODING@WEIGHTS_ID"):
         nasrobust.evaluate(net, db=tmp_path / "m.db", suites=["system"], protocol=protocol, archs=[arch], data=data,
                            weights_id="mine", reference=arch.encoding)
+    with pytest.raises(NasRobustError, match="read from the checkpoint"):
+        nasrobust.evaluate(supernet_ckpt, db=tmp_path / "m.db", suites=["system"], weights_id="mine")
     result = nasrobust.evaluate(net, db=tmp_path / "m.db", suites=["system"], protocol=protocol, archs=[arch],
                                 data=data, weights_id="mine", cache_dir=tmp_path / "cache")
     assert result.archs == (arch,) and result.reports[0].written["system"] > 0

@@ -27,7 +27,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                      help="evaluate this many sampled subnets (with --supernet; under torchrun spell it --num-archs)")
     src.add_argument("--sample-seed", type=int, default=0, help="seed of --n sampling")
     src.add_argument("--checkpoint", help="a stand-alone checkpoint from `nasrobust train`")
-    src.add_argument("--pretrained", action="store_true", help="networks with the published weights their space declares (zoo: timm's; downloads them)")
+    src.add_argument("--pretrained", action="store_true",
+                     help="networks with the published weights their space declares (zoo: timm's; downloads them)")
     p.add_argument("--dataset", help="dataset (taken from the checkpoint when omitted)")
     p.add_argument("--data-root", help="folder of a dataset that is not bundled")
     p.add_argument("--suites", help="comma-separated registered suites (default: every one; `nasrobust list` shows them)")
