@@ -25,6 +25,7 @@ import torch.nn as nn
 from nasrobust import distributed
 from nasrobust.arch import Arch
 from nasrobust.data import ImageData, stack
+from nasrobust.determinism import deterministic_kernels
 from nasrobust.errors import NasRobustError
 from nasrobust.noise.base import SUITES, EvalContext, NoiseSuite
 from nasrobust.records import Protocol, Record, ResultKey, WorkUnit
@@ -83,6 +84,7 @@ class Evaluator:
         self.data = data
         self.suites = list(suites)
         self.device = device or distributed.local_device()
+        deterministic_kernels(self.device)
         self.recalib_images = recalib_images
         self.reference = reference
         self.progress = progress and distributed.is_main()

@@ -393,9 +393,11 @@ class LiveMetric(RobustnessMetric):
         """The evaluation context: the first ``n_examples`` test images, shared by every call."""
         if self._ctx is None:
             from nasrobust.data import stack
+            from nasrobust.determinism import deterministic_kernels
             from nasrobust.evaluator import DEFAULT_CACHE
             from nasrobust.noise.base import EvalContext
 
+            deterministic_kernels(self._device())
             images, labels = stack(self.data.test_subset(self.n_examples))
             self._ctx = EvalContext(data=self.data, images=images, labels=labels,
                                     cache_dir=Path(self.cache_dir).expanduser() if self.cache_dir else DEFAULT_CACHE,
