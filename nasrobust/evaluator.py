@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from nasrobust import distributed
 from nasrobust.data import ImageData, stack
+from nasrobust.determinism import deterministic_kernels
 from nasrobust.errors import NasRobustError
 from nasrobust.noise.base import SUITES, EvalContext, NoiseSuite
 from nasrobust.records import Protocol, Record, ResultKey, WorkUnit
@@ -44,7 +45,11 @@ def make_suites(names: Iterable[str], options: dict[str, dict[str, Any]] | None 
 
 def eval_context(data: ImageData, n_examples: int | None, *, cache_dir: str | Path | None, device: torch.device,
                  batch_size: int, seed: int, **extra: Any) -> EvalContext:
-    """What a suite sees: the first ``n_examples`` test images (all when ``None``) and the shared services."""
+    """What a suite sees: the first ``n_examples`` test images (all when ``None``) and the shared services.
+
+    Deterministic kernels are chosen for ``device`` first, so every scoring path (evaluator, live metric)
+    gives bit-identical numbers on a rerun."""
+    deterministic_kernels(device)
     images, labels = stack(data.test_subset(n_examples))
     return EvalContext(data=data, images=images, labels=labels,
                        cache_dir=Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE,

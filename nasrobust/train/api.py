@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from nasrobust import checkpoint, distributed
 from nasrobust.data import ImageData, load_dataset
+from nasrobust.determinism import seeded_init
 from nasrobust.errors import NasRobustError
 from nasrobust.inference import accuracy
 from nasrobust.models import ImageClassifier
@@ -61,7 +62,8 @@ def train_supernet(space_name: str, dataset: str | ImageData, recipe: Recipe, ou
     space = space_for_data(space_name, data)
     info = data.info
     config = {"num_classes": info.num_classes, **supernet_config}
-    model = build_supernet(space.name, info.image_size, info.mean, info.std, **config)
+    with seeded_init(recipe.seed):  # a fresh process's global RNG is seeded from OS entropy
+        model = build_supernet(space.name, info.image_size, info.mean, info.std, **config)
     meta = checkpoint.CheckpointMeta(
         kind="supernet", space=space.name, dataset=info.__dict__, recipe=recipe.to_dict(),
         supernet=config, data_root=data_root,
@@ -97,9 +99,10 @@ def train_standalone(space_name: str, arch: str | Arch, dataset: str | ImageData
     else:
         space = space_for_data(space_name, data)
         arch = arch if isinstance(arch, Arch) else space.resolve(arch)
-        torch.manual_seed(recipe.seed)
-        model = ImageClassifier(space.build(arch, num_classes=info.num_classes, input_size=info.image_size, **(build_kwargs or {})),
-                                space.resolution(arch, info.image_size), info.mean, info.std)
+        with seeded_init(recipe.seed):
+            model = ImageClassifier(space.build(arch, num_classes=info.num_classes, input_size=info.image_size,
+                                                **(build_kwargs or {})),
+                                    space.resolution(arch, info.image_size), info.mean, info.std)
     if arch.space != space.name:
         raise NasRobustError(f"architecture {arch.encoding} is not in space {space.name}")
     teacher = _teacher(recipe, data, device)

@@ -1,8 +1,8 @@
-"""Batch augmentation: torchvision's RandAugment / AutoAugment, timm's Mixup / CutMix.
+"""Batch augmentation: random crop and flip, torchvision's RandAugment / AutoAugment, timm's Mixup / CutMix.
 
-Library implementations draw from the global torch / numpy generators, so the engine seeds
-those from the recipe's seed and saves their state in checkpoints (a resumed run continues
-the same random stream).
+The crop and flip draw from the run's explicit generator. Library implementations draw from
+the global torch / numpy generators, so the engine seeds those from the recipe's seed and
+saves their state in checkpoints (a resumed run continues the same random stream).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from nasrobust.train.recipe import Recipe
 
 
-def _random_crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
-    """CIFAR-style pad-``pad`` random crop and horizontal flip, per image."""
+def _random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """CIFAR-style pad-``pad`` random crop and horizontal flip, per image (offsets drawn on the CPU)."""
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,))
-    dx = torch.randint(0, 2 * pad + 1, (n,))
-    flip = torch.rand(n) < 0.5
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
     out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
     return torch.where(flip.view(-1, 1, 1, 1).to(x.device), out.flip(-1), out)
 
@@ -43,8 +43,9 @@ def _policy(kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
 class BatchAugment:
     """Applies the recipe's augmentation to a batch; returns images and (maybe soft) targets."""
 
-    def __init__(self, recipe: Recipe, num_classes: int):
+    def __init__(self, recipe: Recipe, num_classes: int, generator: torch.Generator):
         self.crop = recipe.random_crop
+        self.generator = generator
         self.policy = _policy(recipe.augment) if recipe.augment != "none" else None
         self.mixup = None
         if recipe.mixup > 0 or recipe.cutmix > 0:
@@ -57,7 +58,7 @@ class BatchAugment:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.crop:
-            x = _random_crop_flip(x)
+            x = _random_crop_flip(x, self.generator)
         if self.policy is not None:
             x = self.policy(x)
         if self.mixup is not None:

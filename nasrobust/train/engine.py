@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from nasrobust import checkpoint, distributed
 from nasrobust.data import ImageData
+from nasrobust.determinism import deterministic_kernels
 from nasrobust.errors import NasRobustError
 from nasrobust.train.augment import BatchAugment
 from nasrobust.train.recipe import Recipe
@@ -48,6 +50,7 @@ def seed_everything(seed: int) -> None:
     """Seed the global generators that library augmentations (timm, torchvision) draw from."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 def _optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
@@ -73,6 +76,7 @@ def _rng_state(numpy_rng: np.random.Generator, generator: torch.Generator) -> di
         "numpy_rng": numpy_rng.bit_generator.state["state"]["state"],
         "numpy_inc": numpy_rng.bit_generator.state["state"]["inc"],
         "generator": generator.get_state(),
+        "python": random.getstate(),
     }
 
 
@@ -84,6 +88,8 @@ def _restore_rng(state: dict[str, Any], numpy_rng: np.random.Generator, generato
     bg["state"] = {"state": int(state["numpy_rng"]), "inc": int(state["numpy_inc"])}
     numpy_rng.bit_generator.state = bg
     generator.set_state(state["generator"])
+    if "python" in state:  # absent in checkpoints written before it was seeded
+        random.setstate(state["python"])
 
 
 class Trainer:
@@ -107,6 +113,7 @@ class Trainer:
         progress: bool = True,
     ):
         self.device = device or distributed.local_device()
+        deterministic_kernels(self.device)
         self.distributed = distributed.init(self.device)
         self.model = model.to(self.device)
         self.data = data
@@ -172,7 +179,7 @@ class Trainer:
             from timm.utils import ModelEmaV3
 
             ema = ModelEmaV3(self.model, decay=r.ema_decay)
-        augment = BatchAugment(r, self.data.info.num_classes)
+        augment = BatchAugment(r, self.data.info.num_classes, self.generator)
 
         start_epoch, history = 0, []
         ckpt_file = checkpoint.checkpoint_path(self.out)
