@@ -26,6 +26,8 @@ from nasrobust.registry import Registry
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
+    from nasrobust.budget import Budget, BudgetSample
+
 log = logging.getLogger(__name__)
 
 #: Registered search spaces. ``SPACES.create(name)`` builds a fresh instance;
@@ -103,6 +105,15 @@ class SearchSpace(abc.ABC):
     def random_genome(self, rng: np.random.Generator) -> Hashable:
         """One genome drawn with ``rng`` (need not be canonical; :meth:`arch` canonicalises)."""
 
+    def uniform_genome(self, rng: np.random.Generator) -> Hashable:
+        """One genome drawn uniformly over the space's *distinct* architectures (budgeted sampling).
+
+        The default is :meth:`random_genome`, right when genomes and architectures correspond
+        one to one. Spaces whose ``random_genome`` follows another convention (isomorphic cells,
+        Once-for-All's depth-first draw) override it.
+        """
+        return self.random_genome(rng)
+
     def canonical(self, genome: Hashable) -> Hashable:
         """The canonical representative of the genome's equivalence class (default: itself)."""
         return genome
@@ -166,13 +177,20 @@ class SearchSpace(abc.ABC):
         """Every architecture once, in a fixed order (finite spaces only)."""
         raise SpaceError(f"space {self.name!r} cannot be enumerated")
 
-    def sample(self, n: int, seed: int = 0) -> list[Arch]:
+    def sample(self, n: int, seed: int = 0, budget: "Budget | None" = None) -> "list[Arch] | BudgetSample":
         """``n`` distinct architectures, the same for the same ``(n, seed)``.
 
         Draws with :meth:`random_genome` and skips repeats, so ``sample(n)`` is a prefix of
         ``sample(m)`` for ``n < m`` -- except when ``n`` exceeds half the space, where a
         seeded permutation of :meth:`enumerate` is used instead to avoid slow rejection.
+        With a ``budget`` (:class:`nasrobust.budget.Budget`), uniformly from the distinct
+        architectures inside it, as a :class:`~nasrobust.budget.BudgetSample` that also holds
+        the acceptance rate.
         """
+        if budget is not None:
+            from nasrobust.budget import sample_in_budget
+
+            return sample_in_budget(self, n, seed, budget)
         if n < 0:
             raise SpaceError(f"cannot sample a negative number of architectures ({n})")
         total = self.size()
