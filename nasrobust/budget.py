@@ -20,7 +20,8 @@ uniformly from the distinct architectures inside the budget:
 
 Draws are bounded (:data:`MAX_DRAWS`). From :data:`PILOT_DRAWS` draws on, the acceptance rate is
 estimated at doubling checkpoints, and a request that would need more draws than the bound fails
-at once with the estimated rate and the range of cost the space covers.
+at once with the estimated rate and the range of cost the space covers; a budget with no draw
+inside after :data:`EMPTY_DRAWS` is refused as (nearly) empty.
 
 **Searchers.** :class:`BudgetedSpace` is the space a searcher sees under a budget: its random
 draws are rejection-sampled from the space's own ``random_genome`` (so a searcher keeps its
@@ -521,6 +522,6 @@ def _flags(budget: Budget) -> str:
 
 
 __all__ = [
-    "Budget", "BudgetError", "BudgetSample", "BudgetedSpace", "ENUMERATE_MAX", "MAX_DRAWS", "PILOT_DRAWS",
+    "Budget", "BudgetError", "BudgetSample", "BudgetedSpace", "EMPTY_DRAWS", "ENUMERATE_MAX", "MAX_DRAWS", "PILOT_DRAWS",
     "format_range", "parse_count", "parse_range", "sample_in_budget",
 ]

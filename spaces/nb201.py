@@ -415,7 +415,7 @@ class NB201Space(SearchSpace):
         """Uniform over the 6,466 distinct (non-isomorphic) cells, as budgeted sampling needs.
 
         :meth:`random_genome` is uniform over the 15,625 cells instead, so a class is drawn in
-        proportion to its size (``class_size`` factor, 1 to 45 cells).
+        proportion to its size (``class_size`` factor: 1 to 275 cells).
         """
         tables = index_tables()
         rep = tables.representatives[int(rng.integers(len(tables.representatives)))]

@@ -18,7 +18,7 @@ from nasrobust.cli.main import main
 from nasrobust.cost import Cost
 from nasrobust.metrics import parse_metric
 from nasrobust.search import SearchError, create_searcher
-from nasrobust.space import get_space
+from nasrobust.space import get_space, list_spaces
 from nasrobust.spaces.darts import _PAIRS, EDGES, STEPS, DartsSpace, _from_pairs, canonical_cell, draw_count
 
 NB201 = get_space("nb201")
@@ -314,3 +314,10 @@ def test_cli_search_with_budget(tmp_path, capsys):
     assert code == 0, err
     result = json.loads((out / "result.json").read_text())
     assert all(NB201.cost(NB201.decode(e["encoding"])).params <= 0.6e6 for e in result["history"])
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_every_space_has_a_valid_deterministic_uniform_genome(name):
+    space = get_space(name)
+    draws = [[space.arch(space.uniform_genome(np.random.default_rng(seed))) for seed in range(10)] for _ in range(2)]
+    assert draws[0] == draws[1] and all(a.space == name for a in draws[0]) and len(set(draws[0])) > 1
