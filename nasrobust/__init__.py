@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from nasrobust.arch import Arch
+from nasrobust.budget import Budget, BudgetSample
 from nasrobust.cost import Cost, CostCounter, measure_cost
 from nasrobust.errors import EncodingError, NasRobustError, SpaceError, UnknownNameError
 from nasrobust.space import SPACES, SearchSpace, decode, get_space, list_spaces, register_space
@@ -43,6 +44,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Arch",
+    "Budget",
+    "BudgetSample",
     "Cost",
     "CostCounter",
     "EncodingError",
