@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from nasrobust.budget import Budget, BudgetSample
 from nasrobust.cost import Cost, CostCounter, measure_cost
 from nasrobust.errors import EncodingError, NasRobustError, SpaceError, UnknownNameError
 from nasrobust.space import SPACES, Arch, SearchSpace, decode, get_space, list_spaces, register_space
@@ -46,6 +47,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Arch",
+    "Budget",
+    "BudgetSample",
     "Cost",
     "CostCounter",
     "EncodingError",

@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nasrobust.budget import BudgetedSpace
 from nasrobust.errors import NasRobustError
 from nasrobust.metrics import MultiObjective, Objective, as_objectives
 from nasrobust.options import NoOptions, build_options
@@ -364,11 +365,14 @@ class Searcher(abc.ABC):
     # ------------------------------------------------------------------ identity
     def header(self) -> dict[str, Any]:
         """What makes two runs the same search (the budget excluded, so a search can be extended)."""
-        return {
+        header = {
             "format": STATE_FORMAT, "space": self.space.name, "searcher": self.name, "seed": self.seed,
             "options": dataclasses.asdict(self.options),
             "objectives": [{"name": m.name, "higher_is_better": m.higher_is_better} for m in self.objectives.metrics],
         }
+        if isinstance(self.space, BudgetedSpace):
+            header["space_budget"] = dataclasses.asdict(self.space.budget)
+        return header
 
     # ------------------------------------------------------------------ running
     def run(self, state: str | Path | None = None,

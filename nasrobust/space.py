@@ -131,6 +131,15 @@ class SearchSpace(abc.ABC):
     def random_genome(self, rng: np.random.Generator) -> Hashable:
         """One genome drawn with ``rng`` (need not be canonical; :meth:`arch` canonicalises)."""
 
+    def uniform_genome(self, rng: np.random.Generator) -> Hashable:
+        """One genome drawn uniformly over the space's *distinct* architectures (budgeted sampling).
+
+        The default is :meth:`random_genome`, right when genomes and architectures correspond
+        one to one. Spaces whose ``random_genome`` follows another convention (isomorphic cells,
+        Once-for-All's depth-first draw) override it.
+        """
+        return self.random_genome(rng)
+
     def canonical(self, genome: Hashable) -> Hashable:
         """The canonical representative of the genome's equivalence class (default: itself)."""
         return genome
@@ -200,6 +209,8 @@ class SearchSpace(abc.ABC):
         Draws with :meth:`random_genome` and skips repeats, so ``sample(n)`` is a prefix of
         ``sample(m)`` for ``n < m`` -- except when ``n`` exceeds half the space, where a
         seeded permutation of :meth:`enumerate` is used instead to avoid slow rejection.
+        Under a parameter or FLOPs budget: :meth:`nasrobust.budget.Budget.sample` (uniform over the
+        distinct architectures inside it, with the acceptance rate).
         """
         if n < 0:
             raise SpaceError(f"cannot sample a negative number of architectures ({n})")

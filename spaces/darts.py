@@ -198,6 +198,40 @@ def canonical_cell(cell: Sequence[Sequence[Edge]]) -> Cell:
     return _canonical_cell_cached(tuple(tuple((str(op), int(j)) for op, j in node) for node in cell))
 
 
+@lru_cache(maxsize=1 << 16)
+def draw_count(cell: Cell) -> int:
+    """How many cells a uniform draw can produce (an input pair and an op per edge, per node) that
+    canonicalise to ``cell``: its topological relabellings times the inputs of its ``none`` edges.
+
+    :meth:`DartsSpace.uniform_genome` accepts a drawn cell with probability ``1 / draw_count``,
+    which makes every canonical cell equally likely.
+    """
+    steps = len(cell)
+    stripped = [tuple((op, None if op == NONE else j) for op, j in node) for node in cell]
+    deps = sum(_dep_bit(j - INPUTS, i, steps) for i, node in enumerate(stripped) for _, j in node
+               if j is not None and j >= INPUTS)
+    found: set[tuple[tuple[tuple[int, str], ...], ...]] = set()
+    for order, pos, allowed in _relabellings(steps):
+        if deps & ~allowed:
+            continue  # not a topological order
+        move = lambda j: j if j is None or j < INPUTS else pos[j - INPUTS] + INPUTS  # noqa: E731
+        nodes = [tuple((op, move(j)) for op, j in stripped[old]) for old in order]
+        choices = [_labelled_nodes(node, k + INPUTS) if any(j is None for _, j in node)
+                   else (tuple(sorted((j, op) for op, j in node)),) for k, node in enumerate(nodes)]
+        found.update(itertools.product(*choices))
+    return len(found)
+
+
+def _labelled_nodes(node: tuple[tuple[str, int | None], ...], states: int) -> set[tuple[tuple[int, str], ...]]:
+    """Every drawable node (two distinct inputs below ``states``) matching ``node``; ``None`` inputs are free."""
+    out = set()
+    for pair in itertools.combinations(range(states), EDGES):
+        for edges in itertools.permutations(node):
+            if all(j is None or j == p for (_, j), p in zip(edges, pair)):
+                out.add(tuple(sorted((p, op) for (op, _), p in zip(edges, pair))))
+    return out
+
+
 def _fill_stripped(node: tuple[tuple[int, int], ...]) -> Node:
     used = {j for j, _ in node}
     free = iter(j for j in range(INPUTS) if j not in used)
@@ -418,6 +452,26 @@ class DartsSpace(SearchSpace):
             for e in range(EDGES)
         ]
         return DartsGenome(_from_pairs(edges[: STEPS * EDGES]), _from_pairs(edges[STEPS * EDGES :]))
+
+    def uniform_genome(self, rng: np.random.Generator) -> DartsGenome:
+        """Uniform over distinct (canonical) cell pairs with :attr:`move_ops`, for budgeted sampling.
+
+        :meth:`random_genome` is uniform over labelled cells, so a canonical cell comes up in
+        proportion to :func:`draw_count` (its relabellings, 1 to 24 without ``none``). Here each
+        drawn cell is kept with probability ``1 / draw_count`` (rejection), per cell.
+        """
+        return DartsGenome(self._uniform_cell(rng), self._uniform_cell(rng))
+
+    def _uniform_cell(self, rng: np.random.Generator) -> Cell:
+        while True:
+            pair_index = rng.integers(0, [len(p) for p in _PAIRS])
+            ops = rng.integers(len(self.move_ops), size=STEPS * EDGES)
+            cell = canonical_cell(_from_pairs([
+                (self.move_ops[int(ops[EDGES * n + e])], _PAIRS[n][int(pair_index[n])][e])
+                for n in range(STEPS) for e in range(EDGES)
+            ]))
+            if rng.random() * draw_count(cell) < 1.0:
+                return cell
 
     # ------------------------------------------------------------------ encodings
     def encode_genome(self, genome: DartsGenome) -> str:

@@ -410,6 +410,16 @@ class NB201Space(SearchSpace):
         """Uniform over the 15,625 cells, as NAS-Bench-201's random search samples."""
         return tuple(OP_NAMES[i] for i in rng.integers(len(OP_NAMES), size=len(EDGES)))
 
+    def uniform_genome(self, rng: np.random.Generator) -> Genome:
+        """Uniform over the 6,466 distinct (non-isomorphic) cells, as budgeted sampling needs.
+
+        :meth:`random_genome` is uniform over the 15,625 cells instead, so a class is drawn in
+        proportion to its size (``class_size`` factor: 1 to 275 cells).
+        """
+        tables = index_tables()
+        rep = tables.representatives[int(rng.integers(len(tables.representatives)))]
+        return tables.genomes[tables.code_of_index[rep]]
+
     def validate(self, genome: Any) -> None:
         if not isinstance(genome, tuple) or len(genome) != len(EDGES):
             raise SpaceError(f"an nb201 genome is a tuple of {len(EDGES)} op names (edges {_edge_names()}), got {genome!r}")

@@ -309,6 +309,24 @@ class OFAMobileNetV3Space(SearchSpace):
             stages.append(tuple(MBBlock(self.kernels[int(k)], self.expands[int(e)]) for k, e in zip(ks, es)))
         return OFAGenome(resolution, tuple(stages))
 
+    def uniform_genome(self, rng: np.random.Generator) -> OFAGenome:
+        """Uniform over distinct architectures: depth ``d`` with weight ``(kernels x expands) ** d``.
+
+        That weight is the number of distinct stages of depth ``d``, so every architecture is
+        equally likely; :meth:`random_genome` (uniform depth) makes a given depth-2 stage 81x more
+        likely than a given depth-4 one.
+        """
+        resolution = self.resolutions[int(rng.integers(len(self.resolutions)))]
+        per_depth = np.array([(len(self.kernels) * len(self.expands)) ** d for d in self.depths], dtype=np.float64)
+        depths = rng.choice(len(self.depths), size=self.n_stages, p=per_depth / per_depth.sum())
+        stages = []
+        for i in depths:
+            d = self.depths[int(i)]
+            ks = rng.integers(len(self.kernels), size=d)
+            es = rng.integers(len(self.expands), size=d)
+            stages.append(tuple(MBBlock(self.kernels[int(k)], self.expands[int(e)]) for k, e in zip(ks, es)))
+        return OFAGenome(resolution, tuple(stages))
+
     # ------------------------------------------------------------------ named points
     def largest(self) -> Arch:
         """Max depth, kernel, expand and resolution (the sandwich rule's ``max`` network)."""

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 from pathlib import Path
-from nasrobust.cli.common import positive_int
+
+from nasrobust.cli.common import add_budget_arguments, budget_from_args, positive_int
 from nasrobust.errors import NasRobustError
 from nasrobust.io import format_table
 from nasrobust.options import parse_assignments
 
 STATE_FILE = "state.jsonl"
 RESULT_FILE = "result.json"
+
+log = logging.getLogger(__name__)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-params", help="constraint: parameters <= this (e.g. 1.5M)")
     p.add_argument("--penalty", type=float,
                    help="soft constraints: score - PENALTY * relative overshoot instead of rejecting")
+    add_budget_arguments(p, "hard budget: the searcher proposes only architectures with")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="searcher option, e.g. population_size=20 (see --list)")
     p.add_argument("--dataset", help="differentiable searchers (darts, dsrna-*, advrush): the registered dataset to "
@@ -100,6 +105,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     from nasrobust.space import get_space
 
     space = get_space(args.space)
+    budget = budget_from_args(args)
+    if budget is not None:
+        if differentiable:
+            raise NasRobustError(f"--params/--flops restrict the proposals of discrete searchers; {args.searcher} "
+                                 "derives its architecture from supernet weights: use a discrete searcher "
+                                 "(random, evolution, local, nsga2)")
+        from nasrobust.budget import BudgetedSpace, sample_in_budget
+
+        sample_in_budget(space, 1, args.seed, budget)  # an empty budget fails here, before any evaluation
+        space = BudgetedSpace(space, budget)
     options = parse_assignments(args.option, what="--option")
     if differentiable and args.dataset:
         options["dataset"] = args.dataset
@@ -110,6 +125,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.fresh and state.exists():
         state.unlink()
     result = _run(searcher, state, progress=not args.no_progress)
+    if budget is not None:
+        log.info("budget: %s", space.acceptance())
     path = result.write_json(out / RESULT_FILE)
     _report(result, path)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nasrobust.cli.common import emit_json, positive_int
+from nasrobust.cli.common import add_budget_arguments, budget_from_args, emit_json, positive_int
 from nasrobust.io import format_table, human, write_records
 from nasrobust.space import get_space, list_spaces
 
@@ -21,6 +21,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="write records to .jsonl, .csv or .parquet")
     p.add_argument("--num-classes", type=positive_int, help="classifier size for cost (space default)")
     p.add_argument("--input-size", type=positive_int, help="input size for spaces without a resolution choice")
+    add_budget_arguments(p, "sample uniformly from the architectures with")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("describe", help="factors, cost and layers of one architecture")
@@ -46,14 +47,18 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     space = get_space(args.space)
-    archs = space.sample(args.n, seed=args.seed)
+    budget = budget_from_args(args, args.num_classes, args.input_size)
+    archs = budget.sample(space, args.n, seed=args.seed) if budget else space.sample(args.n, seed=args.seed)
     records = [space.record(a, args.num_classes, args.input_size) for a in archs]
     params = [r["params"] for r in records]
     flops = [r["flops"] for r in records]
+    inside = f" inside {budget}" if budget else ""
     print(
-        f"sampled {len(records)} distinct {space.name} architectures (seed {args.seed}, space size {space.size()})\n"
+        f"sampled {len(records)} distinct {space.name} architectures{inside} (seed {args.seed}, space size {space.size()})\n"
         f"  params {human(min(params))} .. {human(max(params))}   FLOPs (MACs) {human(min(flops))} .. {human(max(flops))}"
     )
+    if budget:
+        print(f"  {archs.describe()}")
     if args.out:
         print(f"  wrote {write_records(records, args.out)}")
     return 0
