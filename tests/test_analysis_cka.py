@@ -236,8 +236,8 @@ def test_compare_identical_networks_and_two_different_ones(nets):
     assert all(p.cka.value == pytest.approx(1.0, abs=1e-9) for p in same.per_layer)
     assert all(p.cka.low == pytest.approx(1.0, abs=1e-9) for p in same.per_layer)
     assert same.depth_trend is None and any("identical" in n for n in same.notes)
-    assert same.block_difference.value == pytest.approx(0.0, abs=1e-9)
-    assert same.block_difference.low == pytest.approx(0.0, abs=1e-9)
+    for diff in same.differences.values():
+        assert diff.value == pytest.approx(0.0, abs=1e-9) and diff.low == pytest.approx(0.0, abs=1e-9)
 
     diff = compare(C.layer_cka(a, images, b, batch_size=16), n_boot=100, seed=0)
     first, last = diff.per_layer[0], diff.per_layer[-1]

@@ -69,7 +69,8 @@ def test_two_models_happy_path_rerun_and_force(ckpts, tmp_path, capsys):
                for p in per_layer)
     for key in ("a", "b"):
         assert report["block_structure"][key]["score"]["low"] is not None
-    assert "block structure a - b" in stdout and "per-layer CKA a vs b" in stdout
+    assert "block score a - b" in stdout and "long range a - b" in stdout and "per-layer CKA a vs b" in stdout
+    assert report["models"]["a"]["label"] == "a"  # the run folder of a/checkpoint.pt
     # no silent overwrite; --force reruns and gives the same numbers (seeded images, batches, bootstrap)
     rc, _, err = _run(capsys, "--a", ckpts["a"], "--b", ckpts["b"], *FAST, "--out", out)
     assert rc == 2 and "--force" in err

@@ -117,7 +117,7 @@ class CKAComparison:
 
     result: CKAResult
     blocks: dict[str, BlockSummary | None]
-    block_difference: Interval | None  # score of a - score of b, paired
+    differences: dict[str, Interval]  # a - b, paired: "block_score", "long_range" (two models only)
     per_layer: tuple[LayerSimilarity, ...] | None
     depth_trend: DepthTrend | None
     n_boot: int
@@ -133,7 +133,7 @@ class CKAComparison:
                                               "unit": "batch of test images"},
             "layers_a": list(r.matrix.index), "layers_b": list(r.matrix.columns),
             "block_structure": {k: (v.to_dict() if v else None) for k, v in self.blocks.items()},
-            "block_difference_a_minus_b": self.block_difference.to_dict() if self.block_difference else None,
+            "difference_a_minus_b": {k: v.to_dict() for k, v in self.differences.items()},
             "per_layer": None if self.per_layer is None else [
                 {"layer": p.layer, "depth": p.depth, "cka": p.cka.to_dict()} for p in self.per_layer],
             "depth_trend": self.depth_trend.to_dict() if self.depth_trend else None,
@@ -201,10 +201,12 @@ def compare(result: CKAResult, *, n_boot: int = 1000, seed: int = 0, confidence:
             blocks[key] = None
         else:
             blocks[key] = _block(matrix, boot, min_block, confidence)
-    difference = None
+    differences: dict[str, Interval] = {}
     if two and blocks.get("a") and blocks.get("b"):
-        boot = None if samples is None else block_scores(samples.self_a, min_block) - block_scores(samples.self_b, min_block)
-        difference = Interval.of(blocks["a"].score.value - blocks["b"].score.value, boot, confidence)
+        for name, stat, value in (("block_score", lambda m: block_scores(m, min_block), lambda b: b.score.value),
+                                  ("long_range", long_range_similarity, lambda b: b.long_range.value)):
+            boot = None if samples is None else stat(samples.self_a) - stat(samples.self_b)
+            differences[name] = Interval.of(value(blocks["a"]) - value(blocks["b"]), boot, confidence)
     per_layer, trend = None, None
     names = list(result.matrix.index)
     if two and names == list(result.matrix.columns):
@@ -226,4 +228,4 @@ def compare(result: CKAResult, *, n_boot: int = 1000, seed: int = 0, confidence:
             )
     elif two:
         notes.append("no per-layer CKA: the two networks' layers differ (names or order); compare the full matrix")
-    return CKAComparison(result, blocks, difference, per_layer, trend, n_boot, seed, confidence, tuple(notes))
+    return CKAComparison(result, blocks, differences, per_layer, trend, n_boot, seed, confidence, tuple(notes))

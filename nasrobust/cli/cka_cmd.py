@@ -117,7 +117,7 @@ def load_model_spec(spec: str, data=None, *, recalib_images: int = 2000, seed: i
     if encoding is None:
         if meta.kind == "supernet":
             raise NasRobustError(f"{path} is a supernet checkpoint; name one of its subnets as {path}#ENCODING")
-        return checkpoint.model_from_payload(payload, path, device), meta, Path(path).name or path
+        return checkpoint.model_from_payload(payload, path, device), meta, _label(path)
     if meta.kind != "supernet":
         raise NasRobustError(f"{path} is a {meta.kind} checkpoint, not a supernet; drop '#{encoding}' to use it as it is")
     from nasrobust.train.api import recalibrated_subnet
@@ -127,7 +127,17 @@ def load_model_spec(spec: str, data=None, *, recalib_images: int = 2000, seed: i
     if data is None:
         data = load_dataset(meta.dataset["name"], root=meta.data_root)
     model = recalibrated_subnet(supernet, arch, data, n_images=recalib_images, seed=seed).to(device)
-    return model, meta, f"{Path(path).name}#{arch.encoding}"
+    return model, meta, f"{_label(path)}#{arch.encoding}"
+
+
+def _label(path: str) -> str:
+    """A short name of a checkpoint: its run folder, or ``RUN@epochNNN`` for a kept epoch."""
+    p = Path(path)
+    if p.name == "checkpoint.pt" or not p.suffix:  # the checkpoint of a run folder, or the folder
+        return (p.parent if p.suffix else p).name or str(p)
+    if p.parent.name == "epochs" and p.parent.parent.name:
+        return f"{p.parent.parent.name}@{p.stem}"
+    return p.name
 
 
 def _dataset_name(args: argparse.Namespace, payloads: dict[str, dict]) -> str:
@@ -242,8 +252,8 @@ def _print_summary(comparison, labels: dict[str, str]) -> None:
             continue
         print(f"block structure of {labels[key]}: {block.score} ({level}; block {block.first_layer} .. "
               f"{block.last_layer}, long-range CKA {block.long_range})")
-    if comparison.block_difference is not None:
-        print(f"block structure a - b: {comparison.block_difference}")
+    for name, diff in comparison.differences.items():
+        print(f"{name.replace('_', ' ')} a - b: {diff}")
     if comparison.per_layer:
         low = min(comparison.per_layer, key=lambda p: p.cka.value)
         print(f"per-layer CKA a vs b: lowest at {low.layer} ({low.cka}); mean "
