@@ -23,10 +23,11 @@ estimator's does); the tests check exactly this. The per-batch HSIC values are k
 (:class:`BatchHSIC`), so :mod:`nasrobust.analysis.cka_compare` can bootstrap over batches of
 test images without running the models again.
 
-*Block structure* (Nguyen et al. 2021, Sec. 4) is "a large set of contiguous layers with highly
-similar representations": a bright square on the layer x layer CKA map, whose layers resemble
-each other far more than they resemble the layers around them. Nguyen et al. find it in
-networks that are large for their training set; Cianfarani et al. ("Understanding Robust
+*Block structure* (Nguyen et al. 2021; in the words of their follow-up, "On the Origins of the
+Block Structure Phenomenon in Neural Network Representations", 2022: "a large set of contiguous
+layers with highly similar representations") is a bright square on the layer x layer CKA map,
+whose layers resemble each other far more than they resemble the layers around them. Nguyen et
+al. find it in networks that are large for their training set; Cianfarani et al. ("Understanding Robust
 Learning through the Lens of Representation Similarities", NeurIPS 2022) report that
 adversarially trained networks lose it: their CKA stays high even between distant layers, so no
 block stands out. Neither paper defines a number, so :func:`block_structure` scores the most
