@@ -27,21 +27,16 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from nasrobust import checkpoint, get_space
-    from nasrobust.data import load_dataset
+    from _training_pair import standard_and_pgd
+    from nasrobust import checkpoint
     from nasrobust.evaluator import Evaluator, make_suites
     from nasrobust.store import open_results
     from nasrobust.train.api import train_standalone
-    from nasrobust.train.recipe import get_preset
 
     torch.manual_seed(0)
     out = Path(args.out)
-    data = load_dataset("mnist5k")
-    space = get_space("bignas-small")
-    arch = space.decode(ARCH)
-    cost = space.cost(arch, num_classes=10, input_size=28)
-    base = get_preset("quick").replace(epochs=EPOCHS)
-    recipes = {"standard": base, "pgd-at": base.replace(adversarial="pgd", adv_eps=EPS, adv_steps=STEPS, adv_alpha=ALPHA)}
+    pair = standard_and_pgd(ARCH, EPOCHS, EPS, STEPS, ALPHA)
+    data, arch, cost, base, recipes = pair.data, pair.arch, pair.cost, pair.base, pair.recipes
     suite = make_suites(["adversarial"], {"adversarial": {"attacks": ("pgd_linf",), "eps_linf": (EPS,), "steps": 20}})
     rows = {}
     with open_results(out / "results.db") as store:

@@ -54,6 +54,11 @@ def checkpoint_path(path: str | Path) -> Path:
     return path / FILENAME if path.is_dir() or not path.suffix else path
 
 
+def epoch_path(out: str | Path, epoch: int) -> Path:
+    """Where a run kept with ``keep_epochs`` stores the weights after ``epoch`` (loadable like any checkpoint)."""
+    return Path(out) / "epochs" / f"epoch{epoch:03d}.pt"
+
+
 def weights_id(state_dict: dict[str, torch.Tensor]) -> str:
     """A short content hash of the weights (names, shapes and values)."""
     h = hashlib.sha1()

@@ -146,17 +146,110 @@ def test_layer_cka_between_models_and_shared_modules(nets):
 
 
 # ----------------------------------------------------------------------------- block structure
-def test_block_structure_score():
-    n = 10
-    d = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
-    decaying = 0.9 ** d  # similarity falls with distance: block-like, standard-training pattern
-    uniform = np.where(d == 0, 1.0, 0.8)  # distant layers as similar as neighbours (robust pattern)
-    s1, s2 = C.block_structure(decaying), C.block_structure(uniform)
-    assert s1.far == 5 and s1.near_mean == pytest.approx(0.9)
-    far = decaying[d >= 5].mean()
-    assert s1.score == pytest.approx(0.9 - far)
-    assert s2.score == pytest.approx(0.0) and s1.score > 0.3
+def _distance(n: int) -> np.ndarray:
+    return np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
+
+
+def test_block_structure_finds_a_known_block():
+    """A run of layers more similar to each other than their distance explains is found exactly."""
+    n = 14
+    d = _distance(n)
+    s = 0.85 ** d  # background: similarity decays with layer distance
+    s[4:10, 4:10] = np.maximum(s[4:10, 4:10], 0.95)  # layers 4..9 form a bright square
+    np.fill_diagonal(s, 1.0)
+    b = C.block_structure(s)
+    assert (b.start, b.stop) == (4, 10)
+    assert b.within == pytest.approx(0.95)
+    assert b.outside == pytest.approx(s[4:10][:, [*range(4), *range(10, n)]].mean())
+    assert b.score > 0.2
+    # the same number, vectorised over a stack (what the bootstrap calls)
+    assert C.block_scores(np.stack([s, s]))[1] == pytest.approx(b.score, abs=1e-12)
+
+
+@pytest.mark.parametrize("pattern", ["decaying", "uniform"])
+def test_maps_without_a_block_score_zero(pattern):
+    """Similarity that depends on layer distance only has no block: smooth decay (small networks in
+    Nguyen et al.) and uniformly high similarity (robust networks in Cianfarani et al.) both score 0,
+    whereas the older neighbours-minus-distant score called the decaying map strongly structured."""
+    d = _distance(12)
+    s = 0.9 ** d if pattern == "decaying" else np.where(d == 0, 1.0, 0.8)
+    b = C.block_structure(s)
+    assert b.score == pytest.approx(0.0, abs=1e-12)
+    expected_long_range = s[d >= 6].mean()
+    assert b.long_range == pytest.approx(expected_long_range)
+
+
+def test_block_structure_invariant_to_layer_order_reversal_and_errors():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 0.9, size=(9, 9))
+    s = (x + x.T) / 2
+    np.fill_diagonal(s, 1.0)
+    forward, backward = C.block_structure(s), C.block_structure(s[::-1, ::-1])
+    assert forward.score == pytest.approx(backward.score, abs=1e-12)
+    assert (backward.start, backward.stop) == (9 - forward.stop, 9 - forward.start)
     with pytest.raises(NasRobustError, match="square"):
         C.block_structure(np.ones((3, 4)))
-    with pytest.raises(NasRobustError, match="needs"):
-        C.block_structure(np.ones((2, 2)))
+    with pytest.raises(NasRobustError, match="at least 4 layers"):
+        C.block_structure(np.eye(3))
+    with pytest.raises(NasRobustError, match="at least 2 layers"):
+        C.block_structure(np.eye(5), min_size=1)
+    with pytest.raises(NasRobustError, match="undefined"):
+        C.block_structure(np.full((5, 5), np.nan))
+
+
+# ----------------------------------------------------------------------------- comparison and bootstrap
+def test_batch_hsic_reweighting_and_bootstrap(nets):
+    from nasrobust.analysis.cka_compare import bootstrap
+
+    a, b, images = nets
+    res = C.layer_cka(a, images, b, batch_size=16)
+    pb = res.per_batch
+    assert pb.batches == 4 and res.batches == 4
+    cross, self_a, self_b = pb.cka()
+    np.testing.assert_allclose(cross, res.matrix.to_numpy(), atol=1e-12)
+    # weights 2 on every batch change nothing; weight on one batch = that batch's own CKA
+    np.testing.assert_allclose(pb.cka(np.full(4, 2.0))[0], cross, atol=1e-12)
+    only = C.MinibatchCKA()
+    only.update([t for t in _acts(a, images[:16])], [t for t in _acts(b, images[:16])])
+    np.testing.assert_allclose(pb.cka(np.eye(4)[0])[0], only.result(), atol=1e-9)
+    boot = bootstrap(pb, 50, seed=3)
+    assert boot.cross.shape == (50, *cross.shape)
+    np.testing.assert_array_equal(boot.cross, bootstrap(pb, 50, seed=3).cross)  # seeded
+    assert not np.allclose(boot.cross, bootstrap(pb, 50, seed=4).cross)
+
+
+def _acts(model, x):
+    names = C.select_layers(model)
+    rec = C._Recorder(model, names)
+    with torch.no_grad():
+        model(x)
+    out = [t for _, t in rec.take()]
+    rec.close()
+    return out
+
+
+def test_compare_identical_networks_and_two_different_ones(nets):
+    from nasrobust.analysis.cka_compare import compare
+
+    a, b, images = nets
+    same = compare(C.layer_cka(a, images, a, batch_size=16), n_boot=100, seed=0, two_models=True)
+    assert all(p.cka.value == pytest.approx(1.0, abs=1e-9) for p in same.per_layer)
+    assert all(p.cka.low == pytest.approx(1.0, abs=1e-9) for p in same.per_layer)
+    assert same.depth_trend is None and any("identical" in n for n in same.notes)
+    for diff in same.differences.values():
+        assert diff.value == pytest.approx(0.0, abs=1e-9) and diff.low == pytest.approx(0.0, abs=1e-9)
+
+    diff = compare(C.layer_cka(a, images, b, batch_size=16), n_boot=100, seed=0)
+    first, last = diff.per_layer[0], diff.per_layer[-1]
+    assert first.depth == 0 and last.depth == len(diff.per_layer) - 1
+    for p in diff.per_layer:
+        assert p.cka.low <= p.cka.high
+    assert diff.depth_trend is not None and -1 <= diff.depth_trend.spearman.value <= 1
+    for key in ("a", "b"):
+        block = diff.blocks[key]
+        assert block.score.low <= block.score.high and block.first_layer in diff.result.self_a.index
+    d = diff.to_dict()
+    assert d["bootstrap"]["n_boot"] == 100 and len(d["per_layer"]) == len(diff.per_layer)
+    with pytest.raises(NasRobustError, match="1 epoch"):
+        compare(C.layer_cka(a, images, b, batch_size=16, epochs=2), n_boot=10)
+    assert compare(C.layer_cka(a, images, b, batch_size=16, epochs=2), n_boot=0).blocks["a"].score.low is None

@@ -110,8 +110,11 @@ def test_cka_cli_between_a_checkpoint_and_a_recalibrated_subnet(checkpoints, tmp
     assert mat.shape[0] > 3 and mat.shape[1] > 3 and np.all(mat.to_numpy() <= 1 + 1e-9)
     assert (tmp_path / "cka_self_a.csv").exists() and "block structure of net" in text
     assert f"super#{sub.encoding}" in text
-    # a model against itself: unit diagonal
-    assert main(["cka", "--a", str(standalone), "--n-examples", "40", "--batch-size", "20", "--out", str(out)]) == 0
+    # a model against itself: unit diagonal (the same --out again needs --force)
+    assert main(["cka", "--a", str(standalone), "--n-examples", "40", "--batch-size", "20", "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["cka", "--a", str(standalone), "--n-examples", "40", "--batch-size", "20", "--out", str(out),
+                 "--force"]) == 0
     self_mat = pd.read_csv(out.with_suffix(".csv"), index_col=0).to_numpy()
     np.testing.assert_allclose(np.diag(self_mat), 1.0, atol=1e-9)
 

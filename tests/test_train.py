@@ -85,9 +85,15 @@ def test_losses():
 
 # ----------------------------------------------------------------------------- end-to-end runs
 def test_standalone_training_learns_and_checkpoints(tmp_path, digits):
-    result = train_standalone("bignas", SMALLEST, digits, tiny_recipe(), tmp_path / "run", progress=False)
+    result = train_standalone("bignas", SMALLEST, digits, tiny_recipe(), tmp_path / "run", progress=False,
+                              keep_epochs=True)
     assert result.history[-1]["test_acc"] > 0.5
     model, payload = checkpoint.load_model(tmp_path / "run")
+    # keep_epochs: every epoch's weights as a loadable checkpoint; the last one is the final model
+    first, _ = checkpoint.load_model(checkpoint.epoch_path(tmp_path / "run", 1))
+    last, last_payload = checkpoint.load_model(checkpoint.epoch_path(tmp_path / "run", 2))
+    assert last_payload["weights_id"] == result.weights_id and last_payload["epoch"] == 2
+    assert checkpoint.weights_id(first.state_dict()) != result.weights_id
     meta = checkpoint.meta_of(payload)
     assert meta.space == "bignas-small" and meta.arch == SMALLEST.encoding and meta.dataset["name"] == "digits"
     assert Recipe.from_dict(meta.recipe) == tiny_recipe()

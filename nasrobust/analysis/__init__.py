@@ -8,6 +8,7 @@
 * :func:`ranking_agreement` -- do the same architectures win under every noise type;
 * :class:`Surrogate` -- a cross-validated predictor of one metric for unevaluated architectures;
 * :func:`layer_cka` / :func:`block_structure` -- minibatch CKA between layers (torch, lazy);
+  :mod:`~nasrobust.analysis.cka_compare` adds bootstrap intervals and per-layer comparisons;
 * :func:`build_report` -- all of it as HTML + Markdown + CSV (``nasrobust analyze``).
 
 Every function returns pandas DataFrames (or frozen dataclasses holding them). The modules

@@ -19,12 +19,21 @@ Dependence Maximization", JMLR 2012, eq. 5)::
 
 Because HSIC_1 is a U-statistic, its average over all size-``m`` subsets of the data equals
 its full-data value, so the minibatch estimate does not depend on the batch size (the biased
-estimator's does); the tests check exactly this. Cianfarani et al. ("Understanding Robust
-Learning through the Lens of Representation Similarities", NeurIPS 2022) use this estimator to
-show that adversarially trained networks lose the *block structure* of standard ones: their
-distant layers stay similar. :func:`block_structure` quantifies that on one's own models as the
-mean CKA of neighbouring layers minus the mean CKA of distant ones (high: local, block-like
-similarity that decays with distance; near 0: distant layers as similar as neighbours).
+estimator's does); the tests check exactly this. The per-batch HSIC values are kept
+(:class:`BatchHSIC`), so :mod:`nasrobust.analysis.cka_compare` can bootstrap over batches of
+test images without running the models again.
+
+*Block structure* (Nguyen et al. 2021; in the words of their follow-up, "On the Origins of the
+Block Structure Phenomenon in Neural Network Representations", 2022: "a large set of contiguous
+layers with highly similar representations") is a bright square on the layer x layer CKA map,
+whose layers resemble each other far more than they resemble the layers around them. Nguyen et
+al. find it in networks that are large for their training set; Cianfarani et al. ("Understanding Robust
+Learning through the Lens of Representation Similarities", NeurIPS 2022) report that
+adversarially trained networks lose it: their CKA stays high even between distant layers, so no
+block stands out. Neither paper defines a number, so :func:`block_structure` scores the most
+block-like contiguous run of layers: how much more similar its layers are to each other than to
+the other layers, *after removing what layer distance alone explains* (a map whose similarity
+only decays with distance, or is uniformly high, has no block and scores 0).
 
 Linear kernels by default (what both papers use); an RBF kernel with bandwidth a multiple of
 the median pairwise distance of each minibatch (Kornblith et al.'s choice) is optional.
@@ -137,64 +146,83 @@ def _kernel(kernel: str, rbf_threshold: float) -> Callable:
     return KERNELS[kernel](rbf_threshold)
 
 
+@dataclass(frozen=True, eq=False)
+class BatchHSIC:
+    """HSIC_1 of every layer pair on each minibatch (``ab``: (batches, A, B); ``aa``: (batches, A, A);
+    ``bb``: (batches, B, B)), the terms the minibatch CKA averages; kept so that a bootstrap can
+    re-weight batches of examples without running the models again."""
+
+    ab: np.ndarray
+    aa: np.ndarray
+    bb: np.ndarray
+
+    @property
+    def batches(self) -> int:
+        return len(self.ab)
+
+    def cka(self, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(cross, self_a, self_b)`` CKA matrices from the batches weighted by ``weights``.
+
+        ``weights`` is ``(batches,)`` or ``(k, batches)`` (e.g. bootstrap counts: a leading axis
+        of ``k`` resamples in every output); ``None`` weighs every batch once.
+        """
+        w = np.ones(self.batches) if weights is None else np.asarray(weights, dtype=np.float64)
+        sums = [np.tensordot(w, h, axes=([-1], [0])) for h in (self.ab, self.aa, self.bb)]
+        ab, aa, bb = sums
+        da = np.sqrt(np.clip(np.diagonal(aa, axis1=-2, axis2=-1), 0, None))
+        db = np.sqrt(np.clip(np.diagonal(bb, axis1=-2, axis2=-1), 0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (ab / (da[..., :, None] * db[..., None, :]), aa / (da[..., :, None] * da[..., None, :]),
+                    bb / (db[..., :, None] * db[..., None, :]))
+
+
 class MinibatchCKA:
-    """Accumulates minibatch HSIC_1 sums (Nguyen et al. 2021) between two lists of layers.
+    """Accumulates minibatch HSIC_1 values (Nguyen et al. 2021) between two lists of layers.
 
     ``update(acts_a, acts_b)`` takes one minibatch's activations (``acts_b=None``: compare
     ``acts_a`` with itself); :meth:`result` is the CKA matrix ``(len(acts_a), len(acts_b))``,
     :meth:`self_similarity` the CKA of each model's layers with each other (free: the
-    normalisers need those HSIC values anyway).
+    normalisers need those HSIC values anyway), :meth:`per_batch` every batch's HSIC values.
     """
 
     def __init__(self, kernel: str = "linear", rbf_threshold: float = 1.0):
         self._kernel = _kernel(kernel, rbf_threshold)
         self.kernel = kernel
-        self.ab = None
-        self.aa = None
-        self.bb = None
-        self.batches = 0
+        self._batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.examples = 0
+
+    @property
+    def batches(self) -> int:
+        return len(self._batches)
 
     def update(self, acts_a: Sequence, acts_b: Sequence | None = None) -> None:
         torch = _torch()
         ka = torch.stack([self._kernel(a) for a in acts_a])  # Grams on the activations' device
-        aa = hsic1_matrix(ka, ka).cpu()
+        aa = hsic1_matrix(ka, ka).cpu().numpy()
         if acts_b is None:
             ab = bb = aa
         else:
             kb = torch.stack([self._kernel(b) for b in acts_b])
-            ab, bb = hsic1_matrix(ka, kb).cpu(), hsic1_matrix(kb, kb).cpu()
-        if self.ab is None:
-            self.ab, self.aa, self.bb = ab.clone(), aa.clone(), bb.clone()
-        else:
-            if ab.shape != self.ab.shape:
-                raise NasRobustError(f"layer count changed between batches: {tuple(ab.shape)} vs {tuple(self.ab.shape)}")
-            self.ab += ab
-            self.aa += aa
-            self.bb += bb
-        self.batches += 1
+            ab, bb = hsic1_matrix(ka, kb).cpu().numpy(), hsic1_matrix(kb, kb).cpu().numpy()
+        if self._batches and ab.shape != self._batches[0][0].shape:
+            raise NasRobustError(f"layer count changed between batches: {ab.shape} vs {self._batches[0][0].shape}")
+        self._batches.append((ab, aa, bb))
         self.examples += ka.shape[-1]
 
-    @staticmethod
-    def _normalise(cross, diag_a, diag_b) -> np.ndarray:
-        torch = _torch()
-        norm = torch.sqrt(torch.clamp(diag_a, min=0))[:, None] * torch.sqrt(torch.clamp(diag_b, min=0))[None, :]
-        return (cross / norm).numpy()
+    def per_batch(self) -> BatchHSIC:
+        if not self._batches:
+            raise NasRobustError("no minibatch was accumulated")
+        ab, aa, bb = (np.stack(parts) for parts in zip(*self._batches))
+        return BatchHSIC(ab, aa, bb)
 
     def result(self) -> np.ndarray:
         """CKA of every layer of a (rows) with every layer of b (columns)."""
-        if self.ab is None:
-            raise NasRobustError("no minibatch was accumulated")
-        torch = _torch()
-        return self._normalise(self.ab, torch.diagonal(self.aa), torch.diagonal(self.bb))
+        return self.per_batch().cka()[0]
 
     def self_similarity(self) -> tuple[np.ndarray, np.ndarray]:
         """CKA among the layers of a, and among the layers of b."""
-        if self.ab is None:
-            raise NasRobustError("no minibatch was accumulated")
-        torch = _torch()
-        da, db = torch.diagonal(self.aa), torch.diagonal(self.bb)
-        return self._normalise(self.aa, da, da), self._normalise(self.bb, db, db)
+        _, self_a, self_b = self.per_batch().cka()
+        return self_a, self_b
 
 
 def minibatch_cka(x, y, batch_size: int, *, kernel: str = "linear", rbf_threshold: float = 1.0) -> float:
@@ -252,8 +280,9 @@ class _Recorder:
 
 @dataclass(frozen=True, eq=False)
 class CKAResult:
-    """A layer x layer CKA matrix (``matrix``: rows = layers of model a, columns = layers of model b)
-    and each model's own layer x layer similarity (``self_a``, ``self_b``; for block structure)."""
+    """A layer x layer CKA matrix (``matrix``: rows = layers of model a, columns = layers of model b),
+    each model's own layer x layer similarity (``self_a``, ``self_b``; for block structure) and the
+    per-batch HSIC values they come from (for bootstrap intervals)."""
 
     matrix: pd.DataFrame
     self_a: pd.DataFrame
@@ -263,6 +292,8 @@ class CKAResult:
     batch_size: int
     batches: int
     same_model: bool
+    epochs: int = 1
+    per_batch: BatchHSIC | None = None
 
 
 def layer_cka(model_a, images, model_b=None, *, layers_a: Sequence[str] | None = None,
@@ -326,43 +357,116 @@ def layer_cka(model_a, images, model_b=None, *, layers_a: Sequence[str] | None =
     if names_a is None:
         raise NasRobustError(f"no batch of at least 4 examples (n={n}, batch_size={batch_size})")
     ia, ib = pd.Index(names_a, name="layer_a"), pd.Index(names_b, name="layer_b")
-    self_a, self_b = acc.self_similarity()
+    per_batch = acc.per_batch()
+    cross, self_a, self_b = per_batch.cka()
     return CKAResult(
-        matrix=pd.DataFrame(acc.result(), index=ia, columns=ib),
+        matrix=pd.DataFrame(cross, index=ia, columns=ib),
         self_a=pd.DataFrame(self_a, index=ia, columns=ia.rename("layer_a2")),
         self_b=pd.DataFrame(self_b, index=ib, columns=ib.rename("layer_b2")),
         kernel=kernel, n_examples=n, batch_size=batch_size, batches=acc.batches, same_model=same,
+        epochs=epochs, per_batch=per_batch,
     )
 
 
 # ----------------------------------------------------------------------------- block structure
 @dataclass(frozen=True)
 class BlockStructure:
-    """Neighbour vs distant similarity of a square (self-)CKA matrix."""
+    """The most block-like contiguous run of layers of a square (self-)CKA map (see the module docstring).
 
-    score: float  # near_mean - far_mean
-    near_mean: float  # mean CKA of layers 1..near apart
-    far_mean: float  # mean CKA of layers at least far apart
-    near: int
-    far: int
-    layers: int
-
-
-def block_structure(matrix: np.ndarray | pd.DataFrame, near: int = 1, far: int | None = None) -> BlockStructure:
-    """How much more neighbouring layers resemble each other than distant ones (see the module docstring).
-
-    ``far`` defaults to half the number of layers. A network whose similarity decays with
-    layer distance scores high; one whose distant layers stay as similar as neighbours scores
-    near 0 (what Cianfarani et al. 2022 report for adversarially trained networks).
+    ``score`` is the block's contrast beyond layer distance: the mean of ``CKA - m(|i - j|)``
+    over pairs inside the block minus its mean over pairs with one layer inside and one outside,
+    where ``m(d)`` is the map's mean CKA of layers ``d`` apart. 0 when similarity depends on
+    distance only (smooth decay, or uniformly high as in robust networks); large when a run of
+    layers forms a bright square. ``within`` / ``outside`` are the raw mean CKA inside the block
+    and between it and the other layers; ``long_range`` is the mean CKA of layers at least half the
+    network apart (what Cianfarani et al. find raised by robust training).
     """
-    s = np.asarray(matrix, dtype=np.float64)
+
+    score: float
+    start: int  # first layer of the block
+    stop: int  # one past its last layer
+    within: float
+    outside: float
+    long_range: float
+    layers: int
+    min_size: int
+
+
+def _detrended(stack: np.ndarray) -> np.ndarray:
+    """``S - m(|i - j|)`` for each matrix of a (k, n, n) stack, diagonal zeroed."""
+    n = stack.shape[-1]
+    dist = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
+    profile = np.stack([stack[:, dist == d].mean(axis=1) for d in range(n)], axis=1)  # (k, n)
+    resid = stack - profile[:, dist]
+    resid[:, dist == 0] = 0.0
+    return resid
+
+
+def _intervals(n: int, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every contiguous run ``[start, stop)`` of at least ``min_size`` layers that leaves one layer outside."""
+    start, stop = np.triu_indices(n + 1, k=min_size)
+    keep = (stop - start) < n
+    return start[keep], stop[keep]
+
+
+def _block_contrasts(stack: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contrast of every interval (k, intervals), with the intervals' starts and stops."""
+    resid = _detrended(stack)
+    n = stack.shape[-1]
+    prefix = np.zeros((len(stack), n + 1, n + 1))
+    prefix[:, 1:, 1:] = resid.cumsum(axis=1).cumsum(axis=2)
+    a, b = _intervals(n, min_size)
+    inside = prefix[:, b, b] - prefix[:, a, b] - prefix[:, b, a] + prefix[:, a, a]
+    rows = prefix[:, b, n] - prefix[:, a, n]
+    size = (b - a).astype(np.float64)
+    contrast = inside / (size * (size - 1)) - (rows - inside) / (size * (n - size))
+    return contrast, a, b
+
+
+def _check_square(s: np.ndarray, min_size: int) -> None:
     if s.ndim != 2 or s.shape[0] != s.shape[1]:
         raise NasRobustError(f"block structure needs a square self-similarity matrix, got shape {s.shape}")
-    n = s.shape[0]
-    far = max(near + 1, n // 2) if far is None else far
-    if near < 1 or far <= near or far > n - 1:
-        raise NasRobustError(f"block structure of {n} layers needs 1 <= near < far <= {n - 1} (got near={near}, far={far})")
+    if min_size < 2:
+        raise NasRobustError(f"a block needs at least 2 layers, got min_size={min_size}")
+    if s.shape[0] < min_size + 1:
+        raise NasRobustError(f"block structure of blocks of >= {min_size} layers needs at least {min_size + 1} layers, "
+                             f"got {s.shape[0]}; hook more layers (--layers) or lower the minimum block size")
+    if not np.all(np.isfinite(s)):
+        raise NasRobustError("the CKA map has undefined entries (a layer with constant output on every example)")
+
+
+def block_scores(stack: np.ndarray, min_size: int = 3) -> np.ndarray:
+    """:attr:`BlockStructure.score` of each matrix of a (k, n, n) stack (e.g. bootstrap resamples)."""
+    stack = np.asarray(stack, dtype=np.float64)
+    _check_square(stack[0], min_size)
+    return _block_contrasts(stack, min_size)[0].max(axis=1)
+
+
+def long_range_similarity(stack: np.ndarray) -> np.ndarray:
+    """Mean CKA of layers at least half the network apart, for each matrix of a (k, n, n) stack."""
+    stack = np.asarray(stack, dtype=np.float64)
+    n = stack.shape[-1]
     dist = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
-    near_mean = float(np.nanmean(s[(dist >= 1) & (dist <= near)]))
-    far_mean = float(np.nanmean(s[dist >= far]))
-    return BlockStructure(near_mean - far_mean, near_mean, far_mean, near, far, n)
+    return stack[:, dist >= max(1, (n + 1) // 2)].mean(axis=1)
+
+
+def block_structure(matrix: np.ndarray | pd.DataFrame, min_size: int = 3) -> BlockStructure:
+    """Find the most block-like run of at least ``min_size`` contiguous layers and score it.
+
+    A contiguous run must leave at least one layer outside (a map that is one block everywhere
+    has no contrast, which is what "no block structure" means here).
+    """
+    s = np.asarray(matrix, dtype=np.float64)
+    _check_square(s, min_size)
+    contrast, a, b = _block_contrasts(s[None], min_size)
+    best = int(np.argmax(contrast[0]))
+    start, stop = int(a[best]), int(b[best])
+    n = len(s)
+    inside = np.zeros(n, dtype=bool)
+    inside[start:stop] = True
+    block = s[np.ix_(inside, inside)]
+    size = stop - start
+    within = float((block.sum() - np.trace(block)) / (size * (size - 1)))
+    outside = float(s[np.ix_(inside, ~inside)].mean())
+    return BlockStructure(float(contrast[0, best]), start, stop, within, outside,
+                          float(long_range_similarity(s[None])[0]), n, min_size)

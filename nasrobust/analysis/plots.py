@@ -174,12 +174,9 @@ def agreement_heatmap(matrix: pd.DataFrame, title: str = "Kendall tau between ar
     return fig
 
 
-def cka_heatmap(matrix: pd.DataFrame, title: str = "linear CKA", label_every: int | None = None) -> Figure:
-    """Layer x layer CKA heatmap (layer 0 at the bottom left, as in Kornblith et al. / Nguyen et al.)."""
+def _cka_panel(ax, matrix: pd.DataFrame, title: str, label_every: int | None):
     vals = matrix.to_numpy(dtype=float)
     rows, cols = vals.shape
-    fig = Figure(figsize=(1.5 + min(10, 0.2 * cols + 3), 1.0 + min(10, 0.2 * rows + 3)))
-    ax = fig.subplots()
     im = ax.imshow(vals, cmap="magma", vmin=0, vmax=1, origin="lower", aspect="auto")
     step = label_every or max(1, max(rows, cols) // 25)
     ax.set_yticks(range(0, rows, step), [_short(str(x), 28) for x in matrix.index[::step]], fontsize=6)
@@ -187,7 +184,26 @@ def cka_heatmap(matrix: pd.DataFrame, title: str = "linear CKA", label_every: in
     ax.set_ylabel(matrix.index.name or "layer")
     ax.set_xlabel(matrix.columns.name or "layer")
     ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, shrink=0.8, label="CKA")
+    return im
+
+
+def cka_heatmap(matrix: pd.DataFrame, title: str = "linear CKA", label_every: int | None = None) -> Figure:
+    """Layer x layer CKA heatmap (layer 0 at the bottom left, as in Kornblith et al. / Nguyen et al.)."""
+    return cka_heatmaps([(title, matrix)], label_every=label_every)
+
+
+def cka_heatmaps(panels: list[tuple[str, pd.DataFrame]], title: str | None = None,
+                 label_every: int | None = None) -> Figure:
+    """CKA heatmaps side by side on one colour scale (e.g. model a, model b, a vs b as in Cianfarani et al.)."""
+    side = 1.5 + min(10, 0.2 * max(max(m.shape) for _, m in panels) + 3)
+    fig = Figure(figsize=(side * len(panels) + 1.0, side), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    im = None
+    for ax, (name, matrix) in zip(axes, panels):
+        im = _cka_panel(ax, matrix, name, label_every)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.colorbar(im, ax=list(axes), shrink=0.8, label="CKA")
     return fig
 
 

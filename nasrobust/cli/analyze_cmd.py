@@ -1,4 +1,4 @@
-"""``nasrobust analyze`` (factor <-> robustness report from a result store) and ``nasrobust cka``."""
+"""``nasrobust analyze``: the factor <-> robustness report from a result store."""
 
 from __future__ import annotations
 
@@ -47,27 +47,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=positive_int, default=6, help="relations / effects plotted")
     p.add_argument("--min-archs", type=positive_int, default=3, help="fewest architectures a column needs")
     p.set_defaults(func=cmd_analyze)
-
-    p = sub.add_parser(
-        "cka",
-        help="layer-by-layer CKA between two models (or one model and itself), with a block-structure score",
-        description="Minibatch linear (or RBF) CKA with the unbiased HSIC estimator (Nguyen et al. 2021). "
-        "A model is a stand-alone checkpoint, or SUPERNET_CKPT#ENCODING for a BN-recalibrated subnet.",
-    )
-    p.add_argument("--a", required=True, help="checkpoint (run folder or file), or SUPERNET_CKPT#ENCODING")
-    p.add_argument("--b", help="second model (default: --a against itself)")
-    p.add_argument("--dataset", help="images to compare on (default: the dataset of --a's checkpoint)")
-    p.add_argument("--data-root", help="folder of a dataset that is not bundled")
-    p.add_argument("--n-examples", type=positive_int, default=1000, help="test images used (default 1000)")
-    p.add_argument("--batch-size", type=positive_int, default=250, help="CKA minibatch size (default 250)")
-    p.add_argument("--epochs", type=positive_int, default=1, help="passes over the images, reshuffled (default 1)")
-    p.add_argument("--layers", type=_csv, help="module types or name globs to hook (default Conv2d,Linear)")
-    p.add_argument("--kernel", choices=("linear", "rbf"), default="linear")
-    p.add_argument("--rbf-threshold", type=float, default=1.0, help="RBF bandwidth as a multiple of the median distance")
-    p.add_argument("--recalib-images", type=positive_int, default=2000, help="BN re-calibration images for subnets")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="heatmap image (.png); the matrices go beside it as CSV")
-    p.set_defaults(func=cmd_cka)
 
 
 # ----------------------------------------------------------------------------- analyze
@@ -120,79 +99,4 @@ def cmd_analyze(args: argparse.Namespace) -> int:
           f"{len(report.tables)} CSV tables in {report.out / 'tables'})")
     for note in report.notes:
         print(f"note: {note}")
-    return 0
-
-
-# ----------------------------------------------------------------------------- cka
-def load_model_spec(spec: str, data=None, *, recalib_images: int = 2000, seed: int = 0, device: Any = "cpu"):
-    """A model from ``CHECKPOINT`` or ``SUPERNET_CHECKPOINT#ENCODING`` -> ``(model, meta, label)``.
-
-    A subnet is BN-recalibrated on ``recalib_images`` training images of ``data`` (BigNAS /
-    OFA: shared BN statistics do not fit a subnet) and extracted as a stand-alone module.
-    """
-    from nasrobust import checkpoint
-    from nasrobust.data import load_dataset
-
-    path, sep, encoding = spec.rpartition("#")
-    if not sep:
-        model, payload = checkpoint.load_model(spec, device)
-        return model, checkpoint.meta_of(payload), Path(spec).name or spec
-    if not encoding.strip():
-        raise NasRobustError(f"{spec!r}: expected SUPERNET_CHECKPOINT#ENCODING with an encoding after '#'")
-    from nasrobust.supernet import recalibrated_subnet
-
-    supernet, payload = checkpoint.load_supernet(path, device)
-    meta = checkpoint.meta_of(payload)
-    arch = supernet.supernet.space.resolve(encoding)
-    if data is None:
-        data = load_dataset(meta.dataset["name"], root=meta.data_root)
-    model = recalibrated_subnet(supernet, arch, data, n_images=recalib_images, seed=seed).to(device)
-    return model, meta, f"{Path(path).name}#{arch.encoding}"
-
-
-def cmd_cka(args: argparse.Namespace) -> int:
-    from nasrobust import checkpoint, distributed
-    from nasrobust.analysis.cka import block_structure, layer_cka
-    from nasrobust.analysis.plots import cka_heatmap, to_png
-    from nasrobust.data import load_dataset, stack
-
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise NasRobustError(f"--out {out}: give a .png file (the CSV matrices are written beside it)")
-    for spec in filter(None, (args.a, args.b)):
-        path, sep, encoding = spec.rpartition("#")
-        if sep and not encoding.strip():
-            raise NasRobustError(f"{spec!r}: expected SUPERNET_CHECKPOINT#ENCODING with an encoding after '#'")
-    first = args.a.rpartition("#")[0] or args.a
-    meta = checkpoint.meta_of(checkpoint.read(first))
-    data = load_dataset(args.dataset or meta.dataset["name"], root=args.data_root or meta.data_root)
-    device = distributed.local_device()
-    model_a, _, label_a = load_model_spec(args.a, data, recalib_images=args.recalib_images, seed=args.seed, device=device)
-    if args.b:
-        model_b, _, label_b = load_model_spec(args.b, data, recalib_images=args.recalib_images, seed=args.seed,
-                                              device=device)
-    else:
-        model_b, label_b = None, label_a
-    images, _ = stack(data.test_subset(args.n_examples))
-    result = layer_cka(model_a, images, model_b, layers_a=args.layers, layers_b=args.layers,
-                       batch_size=args.batch_size, kernel=args.kernel, rbf_threshold=args.rbf_threshold,
-                       epochs=args.epochs, seed=args.seed, device=device)
-    title = (f"{args.kernel} CKA: {label_a}" + (f" vs {label_b}" if args.b else "")
-             + f" ({result.n_examples} {data.info.name} images)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(to_png(cka_heatmap(result.matrix, title)))
-    result.matrix.to_csv(out.with_suffix(".csv"), float_format="%.17g")
-    print(f"wrote {out} and {out.with_suffix('.csv')} ({len(result.matrix)} x {len(result.matrix.columns)} layers, "
-          f"{result.batches} batches of <= {result.batch_size})")
-    models = [("a", label_a, result.self_a)] + ([("b", label_b, result.self_b)] if args.b else [])
-    for tag, label, mat in models:
-        if len(mat) < 3:
-            print(f"block structure of {label}: needs at least 3 layers, got {len(mat)}")
-            continue
-        if args.b:
-            path = out.with_name(f"{out.stem}_self_{tag}.csv")
-            mat.to_csv(path, float_format="%.17g")
-        bs = block_structure(mat)
-        print(f"block structure of {label}: {bs.score:.4f} (neighbours {bs.near_mean:.4f} - layers >= {bs.far} apart "
-              f"{bs.far_mean:.4f}, {bs.layers} layers)")
     return 0

@@ -46,6 +46,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="download CIFAR into --data-root if missing")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.csv (a rerun resumes)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--keep-epochs", action="store_true",
+                   help="also keep every epoch's weights as OUT/epochs/epochNNN.pt (e.g. for the best robust epoch)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -107,7 +109,8 @@ def cmd_train_supernet(args: argparse.Namespace) -> int:
     from nasrobust.train.api import train_supernet
 
     result = train_supernet(args.space, _data(args), recipe_from_args(args), args.out, data_root=args.data_root,
-                            progress=not args.no_progress, **parse_assignments(args.supernet_option, what="--supernet-option"))
+                            progress=not args.no_progress, keep_epochs=args.keep_epochs,
+                            **parse_assignments(args.supernet_option, what="--supernet-option"))
     _report(result)
     return 0
 
@@ -118,6 +121,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     build = parse_assignments(args.build_option, what="--build-option")
     result = train_standalone(args.space, args.arch, _data(args), recipe_from_args(args), args.out,
                               from_supernet=args.from_supernet, data_root=args.data_root, progress=not args.no_progress,
-                              build_kwargs=build or None)
+                              build_kwargs=build or None, keep_epochs=args.keep_epochs)
     _report(result)
     return 0

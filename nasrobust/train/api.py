@@ -56,7 +56,7 @@ def _standalone_evaluator(data: ImageData, recipe: Recipe, precise_bn: bool):
 
 def train_supernet(space_name: str, dataset: str | ImageData, recipe: Recipe, out: str | Path, *,
                    data_root: str | None = None, device: torch.device | None = None, progress: bool = True,
-                   **supernet_config) -> TrainResult:
+                   keep_epochs: bool = False, **supernet_config) -> TrainResult:
     """BigNAS-style sandwich training of ``space_name``'s supernet (its small variant for small images)."""
     data = dataset if isinstance(dataset, ImageData) else load_dataset(dataset, root=data_root)
     space = space_for_data(space_name, data)
@@ -69,18 +69,20 @@ def train_supernet(space_name: str, dataset: str | ImageData, recipe: Recipe, ou
         supernet=config, data_root=data_root,
     )
     make_step = lambda gen, rng, autocast: SandwichStep(recipe, gen, rng, autocast)  # noqa: E731
-    trainer = Trainer(model, data, recipe, out, meta, make_step, _supernet_evaluator(data, recipe), device, progress)
+    trainer = Trainer(model, data, recipe, out, meta, make_step, _supernet_evaluator(data, recipe), device, progress,
+                      keep_epochs)
     return trainer.fit()
 
 
 def train_standalone(space_name: str, arch: str | Arch, dataset: str | ImageData, recipe: Recipe, out: str | Path, *,
                      from_supernet: str | Path | None = None, data_root: str | None = None,
                      device: torch.device | None = None, progress: bool = True,
-                     build_kwargs: dict | None = None) -> TrainResult:
+                     build_kwargs: dict | None = None, keep_epochs: bool = False) -> TrainResult:
     """Train ``arch`` from scratch, or fine-tune it starting from a supernet's weights.
 
     ``build_kwargs`` are extra ``space.build`` options (e.g. ``channels``/``cells_per_stage`` of
-    cell spaces); a fine-tuned subnet takes its supernet's.
+    cell spaces); a fine-tuned subnet takes its supernet's. ``keep_epochs`` keeps every epoch's
+    weights as well (:func:`nasrobust.checkpoint.epoch_path`).
     """
     data = dataset if isinstance(dataset, ImageData) else load_dataset(dataset, root=data_root)
     info = data.info
@@ -114,7 +116,7 @@ def train_standalone(space_name: str, arch: str | Arch, dataset: str | ImageData
     precise_bn = recipe.precise_bn if recipe.precise_bn is not None else (
         from_supernet is not None and recipe.adversarial == "none")
     trainer = Trainer(model, data, recipe, out, meta, make_step, _standalone_evaluator(data, recipe, precise_bn), device,
-                      progress)
+                      progress, keep_epochs)
     return trainer.fit()
 
 

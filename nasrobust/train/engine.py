@@ -97,7 +97,9 @@ class Trainer:
 
     ``meta`` describes the run (space, arch or supernet config, dataset, recipe) and is
     stored in the checkpoint. An existing checkpoint in ``out`` with the same meta is
-    resumed; a different one is an error (choose another ``--out``).
+    resumed; a different one is an error (choose another ``--out``). ``keep_epochs`` also keeps
+    every epoch's weights (:func:`~nasrobust.checkpoint.epoch_path`), e.g. to pick the epoch of
+    best robust accuracy or to study how representations change late in training.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class Trainer:
         evaluate: Evaluate | None = None,
         device: torch.device | None = None,
         progress: bool = True,
+        keep_epochs: bool = False,
     ):
         self.device = device or distributed.local_device()
         deterministic_kernels(self.device)
@@ -123,6 +126,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         self.meta = meta
         self.evaluate = evaluate
+        self.keep_epochs = keep_epochs
         self.progress = progress and distributed.is_main()
         seed_everything(recipe.seed + distributed.rank())
         self.generator = torch.Generator().manual_seed(recipe.seed + 7919 * distributed.rank())
@@ -221,6 +225,9 @@ class Trainer:
                     epoch=epoch + 1, history=history, rng=_rng_state(self.numpy_rng, self.generator),
                     finished=epoch + 1 == r.epochs,
                 )
+                if self.keep_epochs:
+                    checkpoint.save(checkpoint.epoch_path(self.out, epoch + 1), self.meta, final_model.state_dict(),
+                                    epoch=epoch + 1, history=list(history))
                 log.info("epoch %d/%d %s", epoch + 1, r.epochs, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))
             distributed.barrier()
         payload = checkpoint.read(ckpt_file)
