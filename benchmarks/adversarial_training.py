@@ -44,7 +44,7 @@ def main() -> None:
     recipes = {"standard": base, "pgd-at": base.replace(adversarial="pgd", adv_eps=EPS, adv_steps=STEPS, adv_alpha=ALPHA)}
     suite = make_suites(["adversarial"], {"adversarial": {"attacks": ("pgd_linf",), "eps_linf": (EPS,), "steps": 20}})
     rows = {}
-    with open_results(out / "results.db") as store:
+    with open_results(out / "results.db", create=True) as store:
         for name, recipe in recipes.items():
             t0 = time.perf_counter()
             result = train_standalone("bignas", arch, data, recipe, out / name, progress=False)

@@ -143,6 +143,15 @@ class RobustnessMetric(abc.ABC):
         return {"name": self.name, "higher_is_better": self.higher_is_better, "cost": self.cost,
                 "kind": type(self).__name__}
 
+    def parts(self) -> tuple["RobustnessMetric", ...]:
+        """The metrics this one is built from (composites)."""
+        return ()
+
+    def check(self) -> None:
+        """Raise now, with the fix, what would otherwise fail only at the first evaluation (a typo)."""
+        for part in self.parts():
+            part.check()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {'max' if self.higher_is_better else 'min'})"
 
@@ -257,6 +266,23 @@ class StoreMetric(RobustnessMetric):
             self._store = open_results(self.path, create=False)
         return self._store
 
+    def check(self) -> None:
+        """A selector the store holds for no architecture at all is a typo: name the close ones."""
+        import difflib
+
+        s = self.selector
+        if self.store.count(suite=s.suite, noise=s.noise, metric=s.metric, weights_id=self.weights_id,
+                            dataset=self.dataset):
+            return
+        held = self.store.selectors()
+        if not held:
+            raise MetricError(f"{self.path} holds no results; evaluate architectures into it first (`nasrobust evaluate`)")
+        close = difflib.get_close_matches(f"{s.suite}/{s.noise}/{s.metric}", held, n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise MetricError(f"{self.path} holds no {s.suite}/{s.noise}/{s.metric} for any architecture"
+                          f"{' with these weights/dataset' if self.weights_id or self.dataset else ''}.{hint} "
+                          f"It holds {len(held)} suite/noise/metric selector(s), e.g. {', '.join(held[:5])}")
+
     def lookup(self, arch: Arch) -> float | None:
         """The stored value, or ``None`` when the store has no row for ``arch``."""
         s = self.selector
@@ -358,7 +384,7 @@ class LiveMetric(RobustnessMetric):
         if db is not None:
             from nasrobust.store import open_results
 
-            store = open_results(db)
+            store = open_results(db, create=True)
         kwargs.setdefault("name", f"live:{path}#{Selector.parse(selector) if isinstance(selector, str) else selector}")
         return cls(model, data, selector, device=device, store=store, weights_id=payload["weights_id"], **kwargs)
 
@@ -470,6 +496,9 @@ class Oriented(RobustnessMetric):
     def _measure(self, arch: Arch) -> MetricValue:
         return self.inner.measure(arch)
 
+    def parts(self) -> tuple[RobustnessMetric, ...]:
+        return (self.inner,)
+
 
 class WeightedSum(RobustnessMetric):
     """``sum_i w_i * score_i`` over oriented scores (each term's higher-is-better form); higher is better.
@@ -495,6 +524,9 @@ class WeightedSum(RobustnessMetric):
             predicted |= v.predicted
             sources.append(v.source)
         return MetricValue(total, predicted, "+".join(dict.fromkeys(sources)))
+
+    def parts(self) -> tuple[RobustnessMetric, ...]:
+        return tuple(m for _, m in self.terms)
 
 
 class Constrained(RobustnessMetric):
@@ -535,6 +567,9 @@ class Constrained(RobustnessMetric):
         if over == 0:
             return v
         return MetricValue(self.orient(self.inner.orient(v.value) - self.penalty * over), v.predicted, v.source + "+penalty")
+
+    def parts(self) -> tuple[RobustnessMetric, ...]:
+        return (self.inner,)
 
 
 class MultiObjective:

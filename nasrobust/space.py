@@ -127,9 +127,14 @@ class SearchSpace(abc.ABC):
         if sep and prefix == self.name:
             body = rest
         elif sep and prefix in SPACES and prefix != self.name:
+            related = ""
+            if self.small_variant == prefix:
+                related = f" ({prefix} is the small-input variant of {self.name}, used for 28-32 px images)"
+            elif get_space(prefix).small_variant == self.name:
+                related = f" ({self.name} is the small-input variant of {prefix}, used for 28-32 px images)"
             raise NasRobustError(
-                f"encoding {text!r} belongs to space {prefix!r}, not {self.name!r}; "
-                f"pass --space {prefix}"
+                f"encoding {text!r} belongs to space {prefix!r}, not {self.name!r}{related}; give an encoding of "
+                f"{self.name} (`nasrobust sample --space {self.name}`), or work in space {prefix} (--space {prefix})"
             )
         genome = self.parse_genome(body)
         try:

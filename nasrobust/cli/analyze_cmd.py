@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nasrobust.cli.common import positive_int
+from nasrobust.cli.guard import add_force
 from nasrobust.errors import NasRobustError
 
 
@@ -46,6 +47,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pareto-metric", help="robust metric of the Pareto plot (default: per noise group, its most spread column)")
     p.add_argument("--top", type=positive_int, default=6, help="relations / effects plotted")
     p.add_argument("--min-archs", type=positive_int, default=3, help="fewest architectures a column needs")
+    add_force(p, "a report already in --out")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser(
@@ -67,10 +69,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recalib-images", type=positive_int, default=2000, help="BN re-calibration images for subnets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="heatmap image (.png); the matrices go beside it as CSV")
+    add_force(p, "an existing --out image and its CSV files")
     p.set_defaults(func=cmd_cka)
 
 
 # ----------------------------------------------------------------------------- analyze
+#: The files of a finished report; their presence in --out needs --force.
+REPORT_FILES = ("report.html", "report.md")
+
+
 def _options(args: argparse.Namespace):
     from nasrobust.analysis.report import ReportOptions
     from nasrobust.analysis.table import DEFAULT_EXCLUDE
@@ -108,12 +115,14 @@ def _command(args: argparse.Namespace) -> str:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from nasrobust.analysis.report import build_report
+    from nasrobust.outputs import check_output
     from nasrobust.store import open_results
 
     if args.n_boot < 0:
         raise NasRobustError(f"--n-boot must be >= 0, got {args.n_boot}")
     if not Path(args.db).exists():
         raise NasRobustError(f"no result store at {args.db}; create one with `nasrobust evaluate ... --db {args.db}`")
+    check_output(args.out, force=args.force, folder=True, inputs=[("--db", args.db)], result=REPORT_FILES)
     with open_results(args.db, create=False) as store:
         report = build_report(store, args.out, _options(args), command=_command(args))
     print(f"wrote {report.html}")
@@ -156,10 +165,13 @@ def cmd_cka(args: argparse.Namespace) -> int:
     from nasrobust.analysis.cka import block_structure, layer_cka
     from nasrobust.analysis.plots import cka_heatmap, to_png
     from nasrobust.data import load_dataset, stack
+    from nasrobust.outputs import check_output
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise NasRobustError(f"--out {out}: give a .png file (the CSV matrices are written beside it)")
+    beside = [out.with_suffix(".csv")] + [out.with_name(f"{out.stem}_self_{t}.csv") for t in "ab" if args.b]
+    check_output(out, force=args.force, companions=beside)
     for spec in filter(None, (args.a, args.b)):
         path, sep, encoding = spec.rpartition("#")
         if sep and not encoding.strip():

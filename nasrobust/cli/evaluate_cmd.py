@@ -64,12 +64,9 @@ def parse_suite_options(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _archs(space, args: argparse.Namespace, supernet=None) -> list:
-    from nasrobust.cli.common import read_records
+    from nasrobust.cli.archs_file import read_archs
 
-    archs = []
-    if args.archs:
-        for rec in read_records(args.archs):
-            archs.append(space.decode(rec["encoding"]))
+    archs = read_archs(args.archs, space) if args.archs else []
     for text in args.arch or []:
         archs.append(space.resolve(text))
     if args.n:
@@ -91,9 +88,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from nasrobust.report import summary_table
     from nasrobust.store import open_results
 
+    from nasrobust.outputs import check_writable_store
+
     modes = [m for m in ("supernet", "checkpoint", "pretrained") if getattr(args, m)]
     if len(modes) != 1:
         raise NasRobustError("choose exactly one of --supernet, --checkpoint or --pretrained (zoo)")
+    check_writable_store(args.db)
     device = distributed.local_device()
     distributed.init(device)
     suites = make_suites([s.strip() for s in args.suites.split(",") if s.strip()], parse_suite_options(args.suite_option))
@@ -109,7 +109,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         archs = _archs(space, args)
         weights_id = payload["weights_id"]
         ref_enc = space.resolve(args.reference).encoding if args.reference else model.supernet.largest().encoding
-        store = open_results(args.db)
+        store = open_results(args.db, create=True)
         evaluator = Evaluator(store, data, suites, n_examples=args.n_examples, cache_dir=args.cache_dir, device=device,
                               batch_size=args.batch_size, seed=args.seed, recalib_images=args.recalib_images,
                               reference=Reference(ref_enc, weights_id), progress=not args.no_progress)
@@ -125,7 +125,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         archs = [get_space(meta.space).decode(meta.arch)]
         weights_id = payload["weights_id"]
-        store = open_results(args.db)
+        store = open_results(args.db, create=True)
         reference = Reference(*args.reference.split("@", 1)) if args.reference and "@" in args.reference else None
         evaluator = Evaluator(store, data, suites, n_examples=args.n_examples, cache_dir=args.cache_dir, device=device,
                               batch_size=args.batch_size, seed=args.seed, reference=reference, progress=not args.no_progress)
@@ -140,7 +140,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data = load_dataset(args.dataset, root=args.data_root)
         if data.info.num_classes != 1000:
             raise NasRobustError(f"pretrained zoo models predict 1000 ImageNet classes; {data.info.name} has {data.info.num_classes}")
-        store = open_results(args.db)
+        store = open_results(args.db, create=True)
         archs = [space.resolve(a) for a in args.arch]
         evaluator = Evaluator(store, data, suites, n_examples=args.n_examples, cache_dir=args.cache_dir, device=device,
                               batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)

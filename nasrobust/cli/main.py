@@ -14,6 +14,7 @@ import os
 import pkgutil
 import sys
 
+from nasrobust import __version__
 from nasrobust.errors import NasRobustError
 
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure how neural-architecture choices affect robustness.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"nasrobust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in command_modules():
         importlib.import_module(module).add_parsers(sub)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from nasrobust.cli.common import emit_json, format_table, human, positive_int, write_records
-from nasrobust.space import get_space, list_spaces
+from nasrobust.cli.common import emit_json, format_table, human, positive_int
+from nasrobust.cli.guard import add_force
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +20,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same output)")
     p.add_argument("--out", help="write records to .jsonl, .csv or .parquet")
     p.add_argument("--num-classes", type=positive_int, help="classifier size for cost (space default)")
-    p.add_argument("--input-size", type=positive_int, help="input size for spaces without a resolution choice")
+    p.add_argument("--input-size", type=positive_int,
+                   help="image size of the data: picks the space's small-input variant for 28-32 px images (as "
+                   "training and evaluation do), and sets the input size of spaces without a resolution choice")
+    add_force(p, "an existing --out file")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("describe", help="factors, cost and layers of one architecture")
@@ -32,6 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:
+    from nasrobust.space import get_space, list_spaces
+
     rows = []
     for name in list_spaces():
         space = get_space(name)
@@ -44,7 +50,20 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from nasrobust.cli.common import RECORD_FORMATS, write_records
+    from nasrobust.outputs import OutputError, check_output
+    from nasrobust.space import get_space
+
+    if args.out:
+        check_output(args.out, force=args.force)
+        if Path(args.out).suffix.lower() not in RECORD_FORMATS:
+            raise OutputError(f"cannot write {args.out}: use one of {', '.join(RECORD_FORMATS)}")
     space = get_space(args.space)
+    if args.input_size:
+        variant = space.for_input_size(args.input_size)
+        if variant.name != space.name:
+            print(f"using {variant.name}, the small-input variant of {space.name}, for {args.input_size}-px images")
+            space = variant
     archs = space.sample(args.n, seed=args.seed)
     records = [space.record(a, args.num_classes, args.input_size) for a in archs]
     params = [r["params"] for r in records]
@@ -59,6 +78,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
+    from nasrobust.space import get_space
+
     space = get_space(args.space)
     arch = space.resolve(args.arch)
     record = space.record(arch, args.num_classes, args.input_size)
