@@ -92,6 +92,7 @@ class Evaluator:
             cache_dir=Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE,
             device=self.device, batch_size=batch_size, seed=seed,
             reference=self._reference_value, reference_name=reference.encoding if reference else None,
+            progress=self.progress,
         )
         self._prepared: set[str] = set()
 

@@ -152,7 +152,7 @@ class NaturalNoise(NoiseSuite):
         from tqdm.auto import tqdm
 
         jobs = [(c, s) for c in self.corruptions for s in self.severities]
-        for c, s in tqdm(jobs, desc="corrupting test set (cached)", leave=False, disable=not log.isEnabledFor(logging.INFO)):
+        for c, s in tqdm(jobs, desc="corrupting test set (cached)", leave=False, disable=not (ctx.progress and log.isEnabledFor(logging.INFO))):
             self._corrupted(ctx, c, s)
         for kind in self.fp_kinds:
             self._sequence(ctx, kind)
