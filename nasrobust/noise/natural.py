@@ -38,6 +38,7 @@ from nasrobust.errors import NasRobustError
 from nasrobust.inference import predict
 from nasrobust.noise.base import SUITES, EvalContext, Measurement, NoiseSuite, cached_tensor
 from nasrobust.noise.corruptions import CORRUPTION_NAMES, corrupt
+from nasrobust.noise.frost import frost_source
 from nasrobust.noise.perturbations import PERTURBATIONS, flip_probability, perturbation_sequence
 from nasrobust.records import Protocol
 
@@ -118,14 +119,15 @@ class NaturalNoise(NoiseSuite):
                 "fp_examples": min(self.fp_examples, ctx.n_examples),
                 "fp_length": self.fp_length or 0,
                 "storage": "uint8",
-                "frost_textures": "synthetic (nasrobust.noise.frost)",
+                "frost_textures": frost_source(),
                 "extra_folders": sorted(self.extra_folders),
             },
         )
 
     def _corrupted(self, ctx: EvalContext, name: str, severity: int) -> torch.Tensor:
         pset = self._set(ctx)
-        path = ctx.cache_path(self.name, kind="corruption", corruption=name, severity=severity, parameter_set=pset, seed=ctx.seed)
+        path = ctx.cache_path(self.name, kind="corruption", corruption=name, severity=severity, parameter_set=pset, seed=ctx.seed,
+                              frost_textures=frost_source())
 
         def make() -> torch.Tensor:
             index = CORRUPTION_NAMES.index(name)
