@@ -51,7 +51,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 def _open(path: str):
     from nasrobust.store import open_results
 
-    return open_results(path, create=False)
+    return open_results(path, readonly=True)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
