@@ -6,7 +6,8 @@ models: a stand-alone checkpoint, a zoo model, or subnets of a supernet (BN re-c
 first). Work is done in units of (architecture, weights, dataset, suite, protocol); each
 measurement is written as soon as it exists, a unit is marked complete at its end, and a
 rerun skips complete units -- a killed run loses nothing finished. Under ``torchrun`` the
-architectures are sharded across ranks, which write through the same store.
+architectures are sharded across ranks, each writing its own store file that rank 0 merges at
+the end (:mod:`nasrobust.rankstore`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from nasrobust.arch import Arch
 from nasrobust.data import ImageData, stack
 from nasrobust.errors import NasRobustError
 from nasrobust.noise.base import SUITES, EvalContext, NoiseSuite
+from nasrobust.rankstore import share_records
 from nasrobust.records import Protocol, Record, ResultKey, WorkUnit
 from nasrobust.store import ResultStore
 
@@ -168,7 +170,7 @@ class Evaluator:
                 # every rank needs the reference results: rank 0 scores it, the others wait
                 if distributed.is_main():
                     self._evaluate_subnet(model, ref[0], weights_id, recalibrated_subnet)
-                distributed.barrier()
+                share_records(self.store, ref[0], weights_id)
                 archs = archs[1:]
         mine = distributed.shard(archs) if shard else archs
         reports = []

@@ -77,8 +77,8 @@ def check_output(path: str | os.PathLike, *, force: bool = False, flag: str = "-
     out = Path(path).expanduser()
     for in_flag, in_path in inputs:
         if in_path is not None and _same(out, Path(in_path).expanduser()):
-            raise OutputError(f"{flag} {out} is the input {in_flag} {in_path}: writing it would destroy the input; "
-                              f"choose another {flag}")
+            raise OutputError(f"{flag} {out} is the input {in_flag + ' ' if in_flag else ''}{in_path}: writing it "
+                              f"would destroy the input; choose another {flag}")
     existing = _nearest_existing(out)
     if existing != out and not existing.is_dir():
         raise OutputError(f"cannot write {out}: {existing} is a file, not a folder; choose another {flag}")

@@ -394,6 +394,11 @@ class ResultStore:
     def close(self) -> None:
         self._conn.close()
 
+    def checkpoint(self) -> None:
+        """Move everything in the write-ahead log into the database file and empty the log, so a
+        reader that ignores the log (an immutable snapshot, a copy of the file) sees every record."""
+        self._retry(lambda: self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+
     def __enter__(self) -> "ResultStore":
         return self
 
@@ -872,6 +877,56 @@ class ResultStore:
         return MergeReport(source, inserted, identical, mismatch, units, copied)
 
 
+@dataclass(frozen=True)
+class MergeConflict:
+    """A key that two stores hold under different protocols (found by :func:`merge_conflicts`)."""
+
+    key: ResultKey
+    first: str  # the store that holds it first (in the order given)
+    second: str
+    difference: str  # "stored vs new: seed 0 vs 1"
+
+    def __str__(self) -> str:
+        return f"{_describe_key(self.key)}: {self.first} vs {self.second} ({self.difference})"
+
+
+def merge_conflicts(paths: Sequence[str | os.PathLike], limit: int = 10) -> list[MergeConflict]:
+    """Keys that any two of the stores at ``paths`` hold under different protocols (at most ``limit``).
+
+    Reads only (each store opened read-only); an empty list means merging them all, in any
+    order, replaces nothing. Linear in the total number of records: every key is remembered once,
+    with the protocol of the first store that holds it, in a temporary database.
+    """
+    seen = sqlite3.connect("", isolation_level=None)  # a private temporary database on disk
+    key_cols = ", ".join(KEY_COLUMNS)
+    seen.execute(f"CREATE TABLE seen ({key_cols}, hash TEXT, source INTEGER, pid INTEGER, PRIMARY KEY ({key_cols}))")
+    found: list[MergeConflict] = []
+    try:
+        for i, path in enumerate(paths):
+            ResultStore(path, readonly=True).close()  # exists and is a store: clear errors otherwise
+            seen.execute("ATTACH DATABASE ? AS src", (f"file:{quote(str(Path(path).resolve()))}?mode=ro",))
+            try:
+                select = (f"SELECT {', '.join('s.' + c for c in KEY_COLUMNS)}, p.hash, s.protocol_id FROM src.results s "
+                          "JOIN src.protocols p ON p.id = s.protocol_id")
+                match = " AND ".join(f"k.{c} = n.{c}" for c in KEY_COLUMNS)
+                rows = seen.execute(
+                    f"SELECT n.*, k.source, k.pid FROM ({select}) n JOIN seen k ON {match} WHERE k.hash != n.hash LIMIT ?",
+                    (limit - len(found),)).fetchall()
+                for row in rows:
+                    key, pid, first, first_pid = ResultKey(*row[:8]), row[9], row[10], row[11]
+                    with ResultStore(paths[first], readonly=True) as a, ResultStore(path, readonly=True) as b:
+                        diff = _describe_diff(a._protocol(first_pid), b._protocol(pid))
+                    found.append(MergeConflict(key, str(paths[first]), str(path), diff))
+                seen.execute(f"INSERT OR IGNORE INTO seen ({key_cols}, hash, pid, source) SELECT n.*, ? FROM ({select}) n", (i,))
+            finally:
+                seen.execute("DETACH DATABASE src")
+            if len(found) >= limit:
+                break
+    finally:
+        seen.close()
+    return found
+
+
 # ---------------------------------------------------------------------------- helpers (any schema)
 def _insert_run(conn: sqlite3.Connection, schema: str, origin: str | None) -> int:
     import getpass
@@ -995,6 +1050,7 @@ def _describe_diff(a: Protocol, b: Protocol) -> str:
 
 __all__ = [
     "KEY_COLUMNS",
+    "MergeConflict",
     "MergeReport",
     "PROTOCOL_COLUMNS",
     "ProtocolConflictError",
@@ -1003,5 +1059,6 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "ValueMismatchWarning",
+    "merge_conflicts",
     "open_results",
 ]

@@ -13,7 +13,8 @@ run stopped: the sample is deterministic, training resumes from its last epoch, 
 skips complete (architecture, suite) units, and the report is rebuilt from the store.
 
 Under ``torchrun`` the supernet trains data-parallel and the subnets are sharded across ranks,
-all writing the same store; rank 0 writes the sample and the report.
+each writing its own store file that rank 0 merges into ``results.db`` (:mod:`nasrobust.rankstore`);
+rank 0 writes the sample and the report.
 
 How many subnets are scored, and how hard, is the *protocol*: ``full`` (every sampled subnet,
 each suite's published defaults, the whole test set) when a GPU is present, else ``cpu``
@@ -308,13 +309,13 @@ class Study:
         """Score ``archs`` (and the mCE reference, the largest subnet) on every suite into the store."""
         from nasrobust import checkpoint
         from nasrobust.evaluator import Evaluator, Reference, make_suites
-        from nasrobust.store import open_results
+        from nasrobust.rankstore import results_for_ranks
 
         c = self.config
         model, payload = checkpoint.load_supernet(ckpt, self.device)
         weights_id = payload["weights_id"]
         suites = make_suites(c.suites, {s: dict(o) for s, o in c.suite_options.items()})
-        with open_results(self.db, create=True) as store:
+        with results_for_ranks(self.db) as store:  # under torchrun: one file per rank, merged at the end
             evaluator = Evaluator(store, data, suites, n_examples=c.n_examples, cache_dir=c.cache_dir, device=self.device,
                                   batch_size=c.batch_size, seed=c.seed, recalib_images=c.recalib_images,
                                   reference=Reference(model.supernet.largest().encoding, weights_id),

@@ -86,7 +86,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from nasrobust.data import load_dataset
     from nasrobust.evaluator import Evaluator, Reference, make_suites
     from nasrobust.report import summary_table
-    from nasrobust.store import open_results
+    from nasrobust.rankstore import finish_ranks, open_for_ranks
 
     from nasrobust.outputs import check_writable_store
 
@@ -109,7 +109,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         archs = _archs(space, args)
         weights_id = payload["weights_id"]
         ref_enc = space.resolve(args.reference).encoding if args.reference else model.supernet.largest().encoding
-        store = open_results(args.db, create=True)
+        store = open_for_ranks(args.db)
         evaluator = Evaluator(store, data, suites, n_examples=args.n_examples, cache_dir=args.cache_dir, device=device,
                               batch_size=args.batch_size, seed=args.seed, recalib_images=args.recalib_images,
                               reference=Reference(ref_enc, weights_id), progress=not args.no_progress)
@@ -125,7 +125,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         archs = [get_space(meta.space).decode(meta.arch)]
         weights_id = payload["weights_id"]
-        store = open_results(args.db, create=True)
+        store = open_for_ranks(args.db)
         reference = Reference(*args.reference.split("@", 1)) if args.reference and "@" in args.reference else None
         evaluator = Evaluator(store, data, suites, n_examples=args.n_examples, cache_dir=args.cache_dir, device=device,
                               batch_size=args.batch_size, seed=args.seed, reference=reference, progress=not args.no_progress)
@@ -140,7 +140,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data = load_dataset(args.dataset, root=args.data_root)
         if data.info.num_classes != 1000:
             raise NasRobustError(f"pretrained zoo models predict 1000 ImageNet classes; {data.info.name} has {data.info.num_classes}")
-        store = open_results(args.db, create=True)
+        store = open_for_ranks(args.db)
         archs = [space.resolve(a) for a in args.arch]
         evaluator = Evaluator(store, data, suites, n_examples=args.n_examples, cache_dir=args.cache_dir, device=device,
                               batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
@@ -150,7 +150,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             model = ImageClassifier(net, space.resolution(arch), mean, std)
             evaluator.evaluate(model, arch, f"timm-pretrained:{arch.encoding.partition(':')[2]}")
         weights_id = None
-    distributed.barrier()
+    store = finish_ranks(store)  # under torchrun: rank 0 merges every rank's own store into --db
     if distributed.is_main():
         print(summary_table(store, [a.encoding for a in archs], dataset=data.info.name, weights_id=weights_id))
         print(f"results in {args.db}")
