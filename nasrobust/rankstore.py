@@ -137,12 +137,6 @@ class RankStore:
         for store in self._stores():
             store.close()
 
-    def __enter__(self) -> "RankStore":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"RankStore({str(self.db)!r}, own={str(self.path)!r})"
 

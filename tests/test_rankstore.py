@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_a_rank_reads_the_main_snapshot_and_writes_only_its_own_file(tmp_path):
         main_store.write(Record(key(A), 0.5, P0))
         main_store.checkpoint()
     before = db.read_bytes()
-    with RankStore(db, 1) as store:
+    with closing(RankStore(db, 1)) as store:
         assert store.path == rank_path(db, 1) == tmp_path / "results.rank1.db"
         assert store.has(key(A)) and [r.value for r in store.query(A)] == [0.5]
         store.write(Record(key(B), 0.3, P0))

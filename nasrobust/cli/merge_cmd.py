@@ -7,15 +7,17 @@ import argparse
 from nasrobust.errors import NasRobustError
 
 
+DESCRIPTION = (
+    "Copies every record, completed work unit and run of each input store into OUT (created if missing; records "
+    "already in OUT are kept). Before anything is written, all stores are checked against each other: a key held "
+    "under two different protocols is a conflict, and then nothing is merged. Typical use: per-rank stores left "
+    "by a torchrun job (results.rank*.db)."
+)
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "merge",
-        help="combine result stores into one, with protocol checks (conflicts are reported, nothing is overwritten)",
-        description="Copies every record, completed work unit and run of each input store into OUT (created if "
-        "missing; records already in OUT are kept). Before anything is written, all stores are checked against "
-        "each other: a key held under two different protocols is a conflict, and then nothing is merged. "
-        "Typical use: per-rank stores left by a torchrun job (results.rank*.db).",
-    )
+    help_text = "combine result stores into one, with protocol checks (conflicts are reported, nothing is overwritten)"
+    p = sub.add_parser("merge", help=help_text, description=DESCRIPTION)
     p.add_argument("out", help="the store to merge into (created if missing); never one of the inputs")
     p.add_argument("inputs", nargs="+", help="stores to merge from (read only)")
     p.set_defaults(func=cmd_merge)
