@@ -111,16 +111,17 @@ class RankStore:
     def write_many(self, records: Iterable[Record], *, overwrite: bool = False) -> int:
         records = list(records)
         if self.main is not None and not overwrite:
-            for rec in records:
-                stored = self.main.query(rec.key.encoding, space=rec.key.space, weights_id=rec.key.weights_id,
-                                         dataset=rec.key.dataset, suite=rec.key.suite, noise=rec.key.noise,
-                                         metric=rec.key.metric)
-                clash = [r for r in stored if r.key == rec.key and r.protocol.hash != rec.protocol.hash]
-                if clash:
+            for rec in records:  # two index lookups per record
+                if self.main.has(rec.key) and not self.main.has(rec.key, rec.protocol):
+                    k = rec.key
+                    [stored] = [r for r in self.main.query(k.encoding, space=k.space, weights_id=k.weights_id,
+                                                           dataset=k.dataset, suite=k.suite, noise=k.noise,
+                                                           metric=k.metric) if r.key == k]
+                    diff = ", ".join(f"{name} {a!r} vs {b!r}" for name, (a, b) in stored.protocol.diff(rec.protocol).items())
                     raise ProtocolConflictError(
-                        f"{rec.key.encoding} {rec.key.suite}/{rec.key.noise}/{rec.key.metric} is already in {self.db} "
-                        f"under a different protocol ({', '.join(f'{k} {a!r} vs {b!r}' for k, (a, b) in clash[0].protocol.diff(rec.protocol).items())}); "
-                        "one key holds one protocol: give the variant its own suite name or another --db")
+                        f"{k.encoding} {k.suite}/{k.noise}@{k.level:g} {k.metric} is already in {self.db} under a "
+                        f"different protocol (stored vs new: {diff}); one key holds one protocol: give the variant "
+                        "its own suite name, or evaluate into another --db")
         return self.own.write_many(records, overwrite=overwrite)
 
     def complete_unit(self, unit: WorkUnit, *, expected: int | None = None) -> int:

@@ -163,14 +163,15 @@ class MergeReport:
 
 
 def open_results(path: str | os.PathLike, *, create: bool = False, readonly: bool = False,
-                 busy_timeout: float = 60.0, synchronous: str = "FULL", **options: bool) -> "ResultStore":
+                 busy_timeout: float = 60.0, synchronous: str = "FULL", immutable: bool = False,
+                 exclusive: bool = False) -> "ResultStore":
     """Open the existing result store at ``path`` (``create=True``: make it when missing); see :class:`ResultStore`.
 
     A path that does not exist is an error unless ``create=True``, so a typo never turns into
     a new, empty store. ``readonly=True`` opens for reading only (any write is refused).
     """
     return ResultStore(path, create=create, readonly=readonly, busy_timeout=busy_timeout, synchronous=synchronous,
-                       **options)
+                       immutable=immutable, exclusive=exclusive)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -276,6 +277,7 @@ class ResultStore:
         self._run_id: int | None = None
         self._protocol_ids: dict[str, int] = {}  # identity -> row id (committed rows only)
         self._protocols: dict[int, Protocol] = {}  # row id -> protocol (rows are immutable)
+        self._known_names: set[tuple[str, str]] = set()  # (column, name) found valid by check_names
         try:
             self._retry(lambda: self._prepare(synchronous.upper(), create))
         except StoreError:
@@ -737,12 +739,14 @@ class ResultStore:
 
         def known(kind: str, column: str, registry: Callable[[], Iterable[str]]) -> Callable[[str], None]:
             def check(name: str) -> None:
-                stored = set(self.distinct(column))
-                if name in stored:
+                if (column, name) in self._known_names:  # a name once valid stays valid
                     return
-                valid = stored | set(registry())
-                if name not in valid:
-                    raise UnknownNameError(kind, name, valid)
+                stored = set(self.distinct(column))
+                if name not in stored:  # the registry only then: the suites' one imports torch
+                    valid = stored | set(registry())
+                    if name not in valid:
+                        raise UnknownNameError(kind, name, valid)
+                self._known_names.add((column, name))
             return check
 
         checks = {

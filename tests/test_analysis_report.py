@@ -59,7 +59,8 @@ def test_analyze_writes_a_self_contained_reproducible_report(db, tmp_path, capsy
         assert (out / "tables" / f"{name}.csv").exists()
     # same store + same command = byte-identical files
     first = _files(out)
-    assert main(["analyze", "--db", str(db), "--space", "bignas", "--out", str(out), *FAST]) == 0
+    assert main(["analyze", "--db", str(db), "--space", "bignas", "--out", str(out), *FAST]) == 2  # a report is there
+    assert main(["analyze", "--db", str(db), "--space", "bignas", "--out", str(out), *FAST, "--force"]) == 0
     assert _files(out) == first
 
 
@@ -111,7 +112,8 @@ def test_cka_cli_between_a_checkpoint_and_a_recalibrated_subnet(checkpoints, tmp
     assert (tmp_path / "cka_self_a.csv").exists() and "block structure of net" in text
     assert f"super#{sub.encoding}" in text
     # a model against itself: unit diagonal
-    assert main(["cka", "--a", str(standalone), "--n-examples", "40", "--batch-size", "20", "--out", str(out)]) == 0
+    assert main(["cka", "--a", str(standalone), "--n-examples", "40", "--batch-size", "20", "--out", str(out),
+                 "--force"]) == 0
     self_mat = pd.read_csv(out.with_suffix(".csv"), index_col=0).to_numpy()
     np.testing.assert_allclose(np.diag(self_mat), 1.0, atol=1e-9)
 
