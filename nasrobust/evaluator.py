@@ -167,7 +167,7 @@ class Evaluator:
             ref = [a for a in archs if a.encoding == self.reference.encoding] or [model.supernet.space.decode(self.reference.encoding)]
             archs = ref + [a for a in archs if a.encoding != self.reference.encoding]
             if ref and shard and distributed.world_size() > 1:
-                # every rank needs the reference results: rank 0 scores it, the others wait
+                # every rank needs the reference results: rank 0 scores it and sends them to the others
                 if distributed.is_main():
                     self._evaluate_subnet(model, ref[0], weights_id, recalibrated_subnet)
                 share_records(self.store, ref[0], weights_id)

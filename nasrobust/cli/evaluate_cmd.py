@@ -85,10 +85,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from nasrobust import checkpoint, distributed
     from nasrobust.data import load_dataset
     from nasrobust.evaluator import Evaluator, Reference, make_suites
-    from nasrobust.report import summary_table
-    from nasrobust.rankstore import finish_ranks, open_for_ranks
-
     from nasrobust.outputs import check_writable_store
+    from nasrobust.rankstore import finish_ranks, open_for_ranks
+    from nasrobust.report import summary_table
 
     modes = [m for m in ("supernet", "checkpoint", "pretrained") if getattr(args, m)]
     if len(modes) != 1:
