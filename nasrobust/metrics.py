@@ -263,7 +263,7 @@ class StoreMetric(RobustnessMetric):
         if self._store is None:
             from nasrobust.store import open_results
 
-            self._store = open_results(self.path, create=False)
+            self._store = open_results(self.path, readonly=True)
         return self._store
 
     def check(self) -> None:

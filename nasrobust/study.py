@@ -328,7 +328,7 @@ class Study:
         from nasrobust.store import open_results
 
         c = self.config
-        with open_results(self.db, create=False) as store:
+        with open_results(self.db, readonly=True) as store:
             report = build_report(store, self.report_dir, ReportOptions(space=c.space, dataset=c.dataset, n_boot=c.n_boot,
                                                                           seed=c.seed),
                                   command=f"nasrobust analyze --db {self.db} --out {self.report_dir} --space {c.space} "

@@ -123,7 +123,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not Path(args.db).exists():
         raise NasRobustError(f"no result store at {args.db}; create one with `nasrobust evaluate ... --db {args.db}`")
     check_output(args.out, force=args.force, folder=True, inputs=[("--db", args.db)], result=REPORT_FILES)
-    with open_results(args.db, create=False) as store:
+    with open_results(args.db, readonly=True) as store:
         report = build_report(store, args.out, _options(args), command=_command(args))
     print(f"wrote {report.html}")
     print(f"wrote {report.markdown} ({len(report.figures)} figures in {report.out / 'figures'}, "
