@@ -73,6 +73,7 @@ def test_published_pictures_are_read_as_rgb_without_importing_the_package():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 @needs_pictures
 @pytest.mark.parametrize("severity", [1, 3, 5])
 def test_effect_size_matches_the_reference_formula(severity):
