@@ -39,7 +39,7 @@ def main() -> None:
     data, arch, cost, base, recipes = pair.data, pair.arch, pair.cost, pair.base, pair.recipes
     suite = make_suites(["adversarial"], {"adversarial": {"attacks": ("pgd_linf",), "eps_linf": (EPS,), "steps": 20}})
     rows = {}
-    with open_results(out / "results.db") as store:
+    with open_results(out / "results.db", create=True) as store:
         for name, recipe in recipes.items():
             t0 = time.perf_counter()
             result = train_standalone("bignas", arch, data, recipe, out / name, progress=False)

@@ -73,7 +73,7 @@ def main() -> None:
     ImageClassifier.forward = clock.wrap(ImageClassifier.forward)  # every extracted subnet
 
     suites = make_suites(("adversarial", "natural", "system", "certified"), {k: dict(v) for k, v in P.suite_options.items()})
-    with tempfile.TemporaryDirectory() as tmp, open_results(Path(tmp) / "r.db") as store:
+    with tempfile.TemporaryDirectory() as tmp, open_results(Path(tmp) / "r.db", create=True) as store:
         ev = Evaluator(store, data, suites, n_examples=P.n_examples, recalib_images=P.recalib_images,
                        reference=Reference(archs[0].encoding, wid), progress=False, cache_dir=Path(tmp) / "cache")
         # model-independent data (corruptions, decoded images) is made once per dataset and

@@ -33,7 +33,9 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--cka-examples", type=int, default=1000, help="test images for CKA")
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
-    cmd = ["analyze", "--db", args.db, "--out", args.out, *(["--space", args.space] if args.space else []), *extra]
+    # --force: this script regenerates the report in place
+    cmd = ["analyze", "--db", args.db, "--out", args.out, "--force", *(["--space", args.space] if args.space else []),
+           *extra]
     rc = nasrobust(cmd)
     if rc or not args.supernet:
         return rc
@@ -42,7 +44,7 @@ def run(argv: list[str] | None = None) -> int:
     model, _ = checkpoint.load_supernet(args.supernet)
     largest, smallest = model.supernet.largest().encoding, model.supernet.smallest().encoding
     out = Path(args.out)
-    common = ["--n-examples", str(args.cka_examples)]
+    common = ["--n-examples", str(args.cka_examples), "--force"]
     rc = nasrobust(["cka", "--a", f"{args.supernet}#{largest}", "--out", str(out / "cka_largest.png"), *common])
     if rc:
         return rc

@@ -190,7 +190,7 @@ def main() -> None:
     from nasrobust.store import open_results
 
     data = load_dataset("mnist5k")
-    store = open_results(out / "results.db")
+    store = open_results(out / "results.db", create=True)
     ref_key = f"random/s{args.seeds[0]}"
     order = [ref_key] + [k for k in results if k != ref_key]
     reference = None

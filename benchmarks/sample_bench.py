@@ -31,7 +31,8 @@ def main() -> None:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "nasrobust", "sample", "--space", args.space, "--n", str(args.n), "--out", f"{tmp}/archs.jsonl"]
+        cmd = [sys.executable, "-m", "nasrobust", "sample", "--space", args.space, "--n", str(args.n), "--out", f"{tmp}/archs.jsonl",
+               "--force"]  # the same file three times
         cli_times = []
         for _ in range(3):
             t0 = time.perf_counter()

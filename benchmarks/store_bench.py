@@ -87,7 +87,7 @@ def build(path: Path, rng: np.random.Generator) -> tuple[str, list[str], float]:
     protos = protocols()
     source, encs = encodings(rng)
     t = time.perf_counter()
-    with open_results(path, synchronous="NORMAL") as store:
+    with open_results(path, synchronous="NORMAL", create=True) as store:
         for enc in encs:  # one transaction per architecture (an evaluator's write_many per unit)
             space = enc.partition(":")[0]
             store.write_many(Record(ResultKey(space, enc, "supernet-ep100", "cifar10", s, n, lv, m),
@@ -98,7 +98,7 @@ def build(path: Path, rng: np.random.Generator) -> tuple[str, list[str], float]:
 def write_throughput(path: Path, n: int = 300) -> float:
     """Records/s with one durable commit per record (how an evaluator writes)."""
     proto = protocols()["adversarial"]
-    with open_results(path) as store:
+    with open_results(path, create=True) as store:
         t = time.perf_counter()
         for i in range(n):
             store.write(Record(ResultKey("bench", f"bench:extra-{i}", "w", "cifar10", "adversarial", "pgd_linf",

@@ -1,7 +1,8 @@
 """nasrobust: how neural-architecture choices affect robustness.
 
-The light API (spaces, encodings, cost) imports without torch; the rest is loaded on first
-use, so ``nasrobust sample`` stays fast.
+Every public name is loaded on first use (the spaces need numpy, most of the rest torch), so
+``import nasrobust`` costs nothing and ``nasrobust query`` starts fast; the light API (spaces,
+encodings, cost, budgets) still imports without torch.
 """
 
 from __future__ import annotations
@@ -9,15 +10,24 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from nasrobust.budget import Budget, BudgetSample
-from nasrobust.cost import Cost, CostCounter, measure_cost
 from nasrobust.errors import EncodingError, NasRobustError, SpaceError, UnknownNameError
-from nasrobust.space import SPACES, Arch, SearchSpace, decode, get_space, list_spaces, register_space
 
 __version__ = "0.1.0"
 
-# name -> module that defines it; imported lazily (these modules import torch).
+# name -> module that defines it; imported lazily.
 _LAZY = {
+    "Arch": "nasrobust.space",
+    "SPACES": "nasrobust.space",
+    "SearchSpace": "nasrobust.space",
+    "decode": "nasrobust.space",
+    "get_space": "nasrobust.space",
+    "list_spaces": "nasrobust.space",
+    "register_space": "nasrobust.space",
+    "Budget": "nasrobust.budget",
+    "BudgetSample": "nasrobust.budget",
+    "Cost": "nasrobust.cost",
+    "CostCounter": "nasrobust.cost",
+    "measure_cost": "nasrobust.cost",
     "ImageClassifier": "nasrobust.models",
     "open_results": "nasrobust.store",
     "ResultStore": "nasrobust.store",
@@ -45,22 +55,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'nasrobust' has no attribute {name!r}")
 
 
-__all__ = [
-    "Arch",
-    "Budget",
-    "BudgetSample",
-    "Cost",
-    "CostCounter",
-    "EncodingError",
-    "NasRobustError",
-    "SPACES",
-    "SearchSpace",
-    "SpaceError",
-    "UnknownNameError",
-    "decode",
-    "get_space",
-    "list_spaces",
-    "measure_cost",
-    "register_space",
-    *_LAZY,
-]
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+__all__ = ["EncodingError", "NasRobustError", "SpaceError", "UnknownNameError", *_LAZY]

@@ -205,7 +205,7 @@ class BudgetSample(Sequence[Arch]):
     def __getitem__(self, i: int) -> Arch: ...
     @overload
     def __getitem__(self, i: slice) -> tuple[Arch, ...]: ...
-    def __getitem__(self, i):  # noqa: E301
+    def __getitem__(self, i: int | slice) -> Arch | tuple[Arch, ...]:  # noqa: E301
         return self.archs[i]
 
     def __len__(self) -> int:

@@ -95,8 +95,10 @@ def read(path: str | Path) -> dict[str, Any]:
         raise NasRobustError(f"no checkpoint at {file}; train one with `nasrobust train` or `nasrobust train-supernet --out {Path(path)}`")
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise NasRobustError(f"{file} is not a readable checkpoint: {exc}") from None
+    except Exception as exc:  # torch's own message runs to several lines of weights_only advice
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0].rstrip(".")
+        raise NasRobustError(f"{file} is not a readable checkpoint (truncated, corrupt, or not written by nasrobust: "
+                             f"{first[:120]}); train it again or pass another checkpoint") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise NasRobustError(f"{file} is not a nasrobust checkpoint (expected format {FORMAT})")
     return payload

@@ -30,6 +30,8 @@ def init(device: torch.device | None = None) -> bool:
         return False
     if not dist.is_initialized():
         backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
+        if backend == "nccl":  # object collectives (broadcast_object) use the current device
+            torch.cuda.set_device(device)
         dist.init_process_group(backend=backend)
         log.info("rank %d of %d joined the %s process group", rank(), world_size(), backend)
     return True
@@ -110,3 +112,12 @@ def all_sum(values: Sequence[float]) -> list[float]:
     t = torch.tensor(list(values), dtype=torch.float64, device=_comm_device())
     dist.all_reduce(t)
     return t.tolist()
+
+
+def broadcast_object(obj: T) -> T:
+    """Rank 0's ``obj`` (any picklable value) on every rank; the value itself without torchrun."""
+    if not is_distributed():
+        return obj
+    box = [obj if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

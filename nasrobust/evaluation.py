@@ -27,7 +27,8 @@ from nasrobust.errors import NasRobustError
 from nasrobust.evaluator import ArchReport, Evaluator, Reference, make_suites
 from nasrobust.noise.base import SUITES
 from nasrobust.space import Arch, SearchSpace, get_space
-from nasrobust.store import ResultStore, open_results
+from nasrobust.rankstore import RankStore, results_for_ranks
+from nasrobust.store import ResultStore
 from nasrobust.supernet import SupernetClassifier
 
 #: ``reference=LARGEST``: the mCE reference is the supernet's largest subnet (none for a stand-alone model).
@@ -119,7 +120,7 @@ def evaluate(
             reports = evaluator.evaluate_supernet(net, chosen, wid, shard=shard)
         else:
             reports = [evaluator.evaluate(net, chosen[0], wid)]
-        path = Path(store.path)
+        path = Path(db.path) if isinstance(db, ResultStore) else Path(db)
     return EvaluationResult(path, dataset.info.name, wid, tuple(chosen), tuple(reports))
 
 
@@ -210,12 +211,13 @@ def _reference(reference: Reference | str | None, weights_id: str, supernet: Sup
 
 
 @contextlib.contextmanager
-def _opened(db: str | os.PathLike[str] | ResultStore) -> Iterator[ResultStore]:
-    """The store itself, or one opened (and closed again) at a path."""
+def _opened(db: str | os.PathLike[str] | ResultStore) -> Iterator[ResultStore | RankStore]:
+    """The store itself, or one opened (and closed again) at a path: under torchrun each rank writes
+    its own file beside it, merged into it at the end (:mod:`nasrobust.rankstore`)."""
     if isinstance(db, ResultStore):
         yield db
         return
-    with open_results(db) as store:
+    with results_for_ranks(db) as store:
         yield store
 
 

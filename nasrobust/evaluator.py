@@ -6,7 +6,8 @@ models: a stand-alone checkpoint, a zoo model, or subnets of a supernet (BN re-c
 first). Work is done in units of (architecture, weights, dataset, suite, protocol); each
 measurement is written as soon as it exists, a unit is marked complete at its end, and a
 rerun skips complete units -- a killed run loses nothing finished. Under ``torchrun`` the
-architectures are sharded across ranks, which write through the same store.
+architectures are sharded across ranks, each writing its own store file that rank 0 merges at
+the end (:mod:`nasrobust.rankstore`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from nasrobust.data import ImageData, stack
 from nasrobust.determinism import deterministic_kernels
 from nasrobust.errors import NasRobustError
 from nasrobust.noise.base import SUITES, EvalContext, NoiseSuite
+from nasrobust.rankstore import share_records
 from nasrobust.records import Protocol, Record, ResultKey, WorkUnit
 from nasrobust.space import Arch
 from nasrobust.store import ResultStore
+from nasrobust.rankstore import RankStore
 from nasrobust.supernet import SupernetClassifier, recalibrated_subnet
 
 log = logging.getLogger(__name__)
@@ -79,7 +82,7 @@ class Evaluator:
 
     def __init__(
         self,
-        store: ResultStore,
+        store: ResultStore | RankStore,
         data: ImageData,
         suites: Sequence[NoiseSuite],
         *,
@@ -103,7 +106,7 @@ class Evaluator:
         self.progress = progress and distributed.is_main()
         self.ctx = eval_context(data, n_examples, cache_dir=cache_dir, device=self.device, batch_size=batch_size,
                                 seed=seed, reference=self._reference_value,
-                                reference_name=reference.encoding if reference else None)
+                                reference_name=reference.encoding if reference else None, progress=self.progress)
         self._prepared: set[str] = set()
 
     # ------------------------------------------------------------------ relative metrics
@@ -173,10 +176,10 @@ class Evaluator:
             ref = [a for a in archs if a.encoding == self.reference.encoding] or [model.supernet.space.decode(self.reference.encoding)]
             archs = ref + [a for a in archs if a.encoding != self.reference.encoding]
             if ref and shard and distributed.world_size() > 1:
-                # every rank needs the reference results: rank 0 scores it, the others wait
+                # every rank needs the reference results: rank 0 scores it and sends them to the others
                 if distributed.is_main():
                     self._evaluate_subnet(model, ref[0], weights_id)
-                distributed.barrier()
+                share_records(self.store, ref[0], weights_id)
                 archs = archs[1:]
         mine = distributed.shard(archs) if shard else archs
         reports = []

@@ -14,7 +14,6 @@ import fnmatch
 import importlib
 import logging
 from collections.abc import Callable, Iterator
-from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
 from nasrobust.errors import UnknownNameError
@@ -48,6 +47,8 @@ class Registry(Generic[T]):
     def _load(self) -> None:
         if self._loaded or self._plugins is None:
             return
+        from importlib.metadata import entry_points  # ~50 ms: only when a registry is first asked
+
         self._loaded = True
         importlib.import_module(self._plugins)  # the package imports its own modules
         for ep in entry_points(group=f"nasrobust.{self.kind}s"):

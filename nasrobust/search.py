@@ -384,10 +384,13 @@ class Searcher(abc.ABC):
         if state is not None:
             state = Path(state)
             old, replay = read_state(state)
-            if old is not None and old != header:
+            if old is not None and old != header and not replay:
+                log.info("%s holds no evaluation of another search; starting over", state)
+            elif old is not None and old != header:
                 diff = sorted(k for k in set(old) | set(header) if old.get(k) != header.get(k))
-                raise SearchError(f"{state} holds another search (different {', '.join(diff)}); "
-                                  "use another --out, or delete the state to start over")
+                raise SearchError(f"{state} holds another search (different {', '.join(diff)}) with "
+                                  f"{len(replay)} evaluation(s); use another --out, or pass --fresh to discard it "
+                                  "and start over")
             if replay:
                 log.info("resuming from %s: replaying %d evaluation(s)", state, len(replay))
             writer = _StateWriter(state, header, replay)

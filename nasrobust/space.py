@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from nasrobust.cost import Cost
 from nasrobust.errors import EncodingError, NasRobustError, SpaceError, UnknownNameError
 from nasrobust.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
     import torch.nn as nn
 
 log = logging.getLogger(__name__)
@@ -164,9 +163,14 @@ class SearchSpace(abc.ABC):
         if sep and prefix == self.name:
             body = rest
         elif sep and prefix in SPACES and prefix != self.name:
+            related = ""
+            if self.small_variant == prefix:
+                related = f" ({prefix} is the small-input variant of {self.name}, used for 28-32 px images)"
+            elif get_space(prefix).small_variant == self.name:
+                related = f" ({self.name} is the small-input variant of {prefix}, used for 28-32 px images)"
             raise NasRobustError(
-                f"encoding {text!r} belongs to space {prefix!r}, not {self.name!r}; "
-                f"pass --space {prefix}"
+                f"encoding {text!r} belongs to space {prefix!r}, not {self.name!r}{related}; give an encoding of "
+                f"{self.name} (`nasrobust sample --space {self.name}`), or work in space {prefix} (--space {prefix})"
             )
         genome = self.parse_genome(body)
         try:
@@ -220,6 +224,8 @@ class SearchSpace(abc.ABC):
                 f"asked for {n} distinct architectures but space {self.name!r} holds only "
                 f"{total}; use --n {total} or fewer"
             )
+        import numpy as np
+
         rng = np.random.default_rng(seed)
         if n > total // 2:
             everything = list(self.enumerate())
@@ -240,6 +246,8 @@ class SearchSpace(abc.ABC):
 
     def to_vector(self, arch: Arch) -> np.ndarray:
         """A fixed-length numeric vector for surrogates (default: the factors, in order)."""
+        import numpy as np
+
         return np.asarray(list(self.factors(arch).values()), dtype=np.float64)
 
     def choices(self, arch: Arch) -> dict[str, str]:

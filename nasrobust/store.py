@@ -162,10 +162,16 @@ class MergeReport:
     runs: int  # run rows copied (provenance of the merged records)
 
 
-def open_results(path: str | os.PathLike, *, create: bool = True, busy_timeout: float = 60.0,
-                 synchronous: str = "FULL") -> "ResultStore":
-    """Open (or, with ``create``, create) the result store at ``path``; see :class:`ResultStore`."""
-    return ResultStore(path, create=create, busy_timeout=busy_timeout, synchronous=synchronous)
+def open_results(path: str | os.PathLike, *, create: bool = False, readonly: bool = False,
+                 busy_timeout: float = 60.0, synchronous: str = "FULL", immutable: bool = False,
+                 exclusive: bool = False) -> "ResultStore":
+    """Open the existing result store at ``path`` (``create=True``: make it when missing); see :class:`ResultStore`.
+
+    A path that does not exist is an error unless ``create=True``, so a typo never turns into
+    a new, empty store. ``readonly=True`` opens for reading only (any write is refused).
+    """
+    return ResultStore(path, create=create, readonly=readonly, busy_timeout=busy_timeout, synchronous=synchronous,
+                       immutable=immutable, exclusive=exclusive)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -225,7 +231,7 @@ class ResultStore:
 
     An evaluator's resume loop::
 
-        with open_results("results.db") as store:
+        with open_results("results.db", create=True) as store:
             unit = WorkUnit.of(arch, weights_id=wid, dataset="cifar10", suite="adversarial", protocol=proto)
             if not store.is_complete(unit):
                 done = store.done_keys(arch, weights_id=wid, dataset="cifar10", suite="adversarial",
@@ -242,29 +248,41 @@ class ResultStore:
     survives a killed process, but may lose the last commits on an OS crash.
     """
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True, busy_timeout: float = 60.0,
-                 synchronous: str = "FULL"):
+    def __init__(self, path: str | os.PathLike, *, create: bool = False, readonly: bool = False,
+                 busy_timeout: float = 60.0, synchronous: str = "FULL", immutable: bool = False,
+                 exclusive: bool = False):
         self.path = Path(path)
         self.busy_timeout = float(busy_timeout)
+        self.readonly = readonly or immutable
         if synchronous.upper() not in _SYNCHRONOUS:
             raise StoreError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}, got {synchronous!r}")
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory; give the path of a store file, e.g. {self.path / 'results.db'}")
         existed = self.path.exists()
-        if not existed and not create:
+        if not existed and (not create or self.readonly):
             raise StoreNotFoundError(
                 f"no result store at {self.path}; create one with `nasrobust evaluate ... --db {self.path}` "
-                f"(or nasrobust.open_results({str(self.path)!r}) in Python)"
+                f"(or nasrobust.open_results({str(self.path)!r}, create=True) in Python)"
             )
         if not existed:
+            from nasrobust.outputs import check_writable_store
+
+            check_writable_store(self.path, flag="store")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"file:{quote(str(self.path.resolve()))}?mode={'rwc' if create else 'rw'}"
+        mode = "ro" if self.readonly else ("rwc" if create else "rw")
+        uri = f"file:{quote(str(self.path.resolve()))}?mode={mode}{'&immutable=1' if immutable else ''}"
         self._conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
+        if exclusive:  # before the first access: WAL then keeps its index in heap memory, not a shared file
+            self._conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         self._run_id: int | None = None
         self._protocol_ids: dict[str, int] = {}  # identity -> row id (committed rows only)
         self._protocols: dict[int, Protocol] = {}  # row id -> protocol (rows are immutable)
+        self._known_names: set[tuple[str, str]] = set()  # (column, name) found valid by check_names
         try:
             self._retry(lambda: self._prepare(synchronous.upper(), create))
+        except StoreError:
+            self._conn.close()
+            raise
         except sqlite3.OperationalError as exc:
             self._conn.close()
             raise StoreError(f"cannot open result store {self.path}: {exc}") from None
@@ -287,14 +305,23 @@ class ResultStore:
                 f"{SCHEMA_VERSION}); upgrade nasrobust"
             )
         if version == 0:  # empty file, or somebody else's SQLite database: touch nothing before checking
-            if not create:
+            if not create or self.readonly:
                 raise StoreError(f"{self.path} is not a nasrobust result store (no result tables)")
             self._check_foreign_tables()
+        if self.readonly:
+            return
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         if version == SCHEMA_VERSION:
+            # a file SQLite could open for reading only fails at the first write, after the work is
+            # done: find out now (a write of the unchanged header, rolled back)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(f"PRAGMA user_version = {version}")
+            finally:
+                conn.execute("ROLLBACK")
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -324,6 +351,10 @@ class ResultStore:
             try:
                 return fn()
             except sqlite3.OperationalError as exc:
+                if "readonly" in str(exc):
+                    raise StoreError(
+                        f"{self.path} is read-only ({exc})" + ("; it was opened with readonly=True" if self.readonly
+                        else "; make the file and its folder writable, or write to another store (--db)")) from None
                 if not _is_busy(exc):
                     raise
                 if time.monotonic() > deadline:
@@ -364,6 +395,11 @@ class ResultStore:
 
     def close(self) -> None:
         self._conn.close()
+
+    def checkpoint(self) -> None:
+        """Move everything in the write-ahead log into the database file and empty the log, so a
+        reader that ignores the log (an immutable snapshot, a copy of the file) sees every record."""
+        self._retry(lambda: self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
 
     def __enter__(self) -> "ResultStore":
         return self
@@ -621,6 +657,8 @@ class ResultStore:
         encoding, space = self._resolve(arch_or_encoding, space)
         rows = self._select(encoding, _filters(space=space, suite=suite, dataset=dataset, noise=noise,
                                                metric=metric, weights_id=weights_id))
+        if not rows:
+            self.check_names(encoding, space=space, suite=suite, dataset=dataset)
         return [Record(ResultKey(*row[:8]), row[8], self._protocol(row[10]), row[9]) for row in rows]
 
     def to_pandas(self, arch_or_encoding: Arch | str | None = None, *, space: Filter = None,
@@ -633,6 +671,8 @@ class ResultStore:
         encoding, space = self._resolve(arch_or_encoding, space)
         rows = self._select(encoding, _filters(space=space, suite=suite, dataset=dataset, noise=noise,
                                                metric=metric, weights_id=weights_id))
+        if not rows:
+            self.check_names(encoding, space=space, suite=suite, dataset=dataset)
         protocols = {pid: self._protocol(pid) for pid in {r[10] for r in rows}}
         flat = {pid: _flatten_protocol(p) for pid, p in protocols.items()}
         extra = sorted({c for f in flat.values() for c in f if c.startswith(("param.", "version."))})
@@ -652,7 +692,9 @@ class ResultStore:
 
     def export(self, path: str | os.PathLike, format: str | None = None, **filters: Any) -> Path:
         """Write :meth:`to_pandas` (same filters) to Parquet or CSV; format from the suffix by default."""
-        path = Path(path)
+        from nasrobust.outputs import check_output
+
+        path = check_output(path, force=True, flag="export path", inputs=[("store", self.path)])
         fmt = (format or path.suffix.lstrip(".") or "parquet").lower()
         if fmt not in _EXPORT_FORMATS:
             raise StoreError(f"cannot export to {fmt!r}; use format one of {', '.join(_EXPORT_FORMATS)}")
@@ -672,16 +714,72 @@ class ResultStore:
         return [r[0] for r in self._read(f"SELECT DISTINCT r.encoding FROM main.results r{where} ORDER BY 1", args)]
 
     def spaces(self) -> list[str]:
-        return [r[0] for r in self._read("SELECT DISTINCT space FROM main.results ORDER BY 1")]
+        return self.distinct("space")
 
     def count(self, arch_or_encoding: Arch | str | None = None, **filters: Filter) -> int:
         """Number of records matching the same filters as :meth:`query`."""
         encoding, space = self._resolve(arch_or_encoding, filters.pop("space", None))
+        n = self._count(encoding, space, filters)
+        if n == 0:
+            self.check_names(encoding, space=space, suite=filters.get("suite"), dataset=filters.get("dataset"))
+        return n
+
+    def _count(self, encoding: str | None, space: Filter, filters: dict[str, Filter]) -> int:
         where, args = _where(_filters(encoding=encoding, space=space, **filters))
         n = self._read(f"SELECT COUNT(*) FROM main.results r{where}", args)[0][0]
         if n or encoding is None or _canonical_encoding(encoding) == encoding:
             return n
-        return self.count(_canonical_encoding(encoding), space=space, **filters)
+        return self._count(_canonical_encoding(encoding), space, filters)
+
+    def check_names(self, encoding: str | None = None, *, space: Filter = None, suite: Filter = None,
+                    dataset: Filter = None) -> None:
+        """Raise what the CLI would say for a typo: a malformed encoding of a registered space, or a
+        space / suite / dataset name that is neither registered nor stored (with "did you mean").
+
+        A well-formed encoding that is simply not stored passes: an empty answer then means "not
+        evaluated (yet)". Queries call this only when they find nothing.
+        """
+        from nasrobust.errors import UnknownNameError
+
+        def known(kind: str, column: str, registry: Callable[[], Iterable[str]]) -> Callable[[str], None]:
+            def check(name: str) -> None:
+                if (column, name) in self._known_names:  # a name once valid stays valid
+                    return
+                stored = set(self.distinct(column))
+                if name not in stored:  # the registry only then: the suites' one imports torch
+                    valid = stored | set(registry())
+                    if name not in valid:
+                        raise UnknownNameError(kind, name, valid)
+                self._known_names.add((column, name))
+            return check
+
+        checks = {
+            "space": (space, known("space", "space", _registered_spaces)),
+            "suite": (suite, known("suite", "suite", _registered_suites)),
+            "dataset": (dataset, known("dataset", "dataset", _registered_datasets)),
+        }
+        for value, check in checks.values():
+            for name in [value] if isinstance(value, str) else (value or ()):
+                check(name)
+        if encoding is not None:
+            prefix = encoding.partition(":")[0]
+            check_space = checks["space"][1]
+            check_space(prefix)
+            if prefix in _registered_spaces():
+                from nasrobust.space import get_space
+
+                get_space(prefix).decode(encoding)  # malformed -> EncodingError with the grammar
+
+    def distinct(self, column: str) -> list[str]:
+        """Distinct values of one key column (``space``, ``suite``, ``dataset``, ``noise``, ``metric``, ...), sorted."""
+        if column not in KEY_COLUMNS:
+            raise ValueError(f"cannot list {column!r}; key columns: {', '.join(KEY_COLUMNS)}")
+        return [r[0] for r in self._read(f"SELECT DISTINCT {column} FROM main.results ORDER BY 1")]
+
+    def selectors(self) -> list[str]:
+        """Distinct ``suite/noise/metric`` triples stored (what a store metric can select), sorted."""
+        return [f"{a}/{b}/{c}" for a, b, c in
+                self._read("SELECT DISTINCT suite, noise, metric FROM main.results ORDER BY 1, 2, 3")]
 
     def __len__(self) -> int:
         return self.count()
@@ -787,6 +885,56 @@ class ResultStore:
         return MergeReport(source, inserted, identical, mismatch, units, copied)
 
 
+@dataclass(frozen=True)
+class MergeConflict:
+    """A key that two stores hold under different protocols (found by :func:`merge_conflicts`)."""
+
+    key: ResultKey
+    first: str  # the store that holds it first (in the order given)
+    second: str
+    difference: str  # "stored vs new: seed 0 vs 1"
+
+    def __str__(self) -> str:
+        return f"{_describe_key(self.key)}: {self.first} vs {self.second} ({self.difference})"
+
+
+def merge_conflicts(paths: Sequence[str | os.PathLike], limit: int = 10) -> list[MergeConflict]:
+    """Keys that any two of the stores at ``paths`` hold under different protocols (at most ``limit``).
+
+    Reads only (each store opened read-only); an empty list means merging them all, in any
+    order, replaces nothing. Linear in the total number of records: every key is remembered once,
+    with the protocol of the first store that holds it, in a temporary database.
+    """
+    seen = sqlite3.connect("", isolation_level=None)  # a private temporary database on disk
+    key_cols = ", ".join(KEY_COLUMNS)
+    seen.execute(f"CREATE TABLE seen ({key_cols}, hash TEXT, source INTEGER, pid INTEGER, PRIMARY KEY ({key_cols}))")
+    found: list[MergeConflict] = []
+    try:
+        for i, path in enumerate(paths):
+            ResultStore(path, readonly=True).close()  # exists and is a store: clear errors otherwise
+            seen.execute("ATTACH DATABASE ? AS src", (f"file:{quote(str(Path(path).resolve()))}?mode=ro",))
+            try:
+                select = (f"SELECT {', '.join('s.' + c for c in KEY_COLUMNS)}, p.hash, s.protocol_id FROM src.results s "
+                          "JOIN src.protocols p ON p.id = s.protocol_id")
+                match = " AND ".join(f"k.{c} = n.{c}" for c in KEY_COLUMNS)
+                rows = seen.execute(
+                    f"SELECT n.*, k.source, k.pid FROM ({select}) n JOIN seen k ON {match} WHERE k.hash != n.hash LIMIT ?",
+                    (limit - len(found),)).fetchall()
+                for row in rows:
+                    key, pid, first, first_pid = ResultKey(*row[:8]), row[9], row[10], row[11]
+                    with ResultStore(paths[first], readonly=True) as a, ResultStore(path, readonly=True) as b:
+                        diff = _describe_diff(a._protocol(first_pid), b._protocol(pid))
+                    found.append(MergeConflict(key, str(paths[first]), str(path), diff))
+                seen.execute(f"INSERT OR IGNORE INTO seen ({key_cols}, hash, pid, source) SELECT n.*, ? FROM ({select}) n", (i,))
+            finally:
+                seen.execute("DETACH DATABASE src")
+            if len(found) >= limit:
+                break
+    finally:
+        seen.close()
+    return found
+
+
 # ---------------------------------------------------------------------------- helpers (any schema)
 def _insert_run(conn: sqlite3.Connection, schema: str, origin: str | None) -> int:
     import getpass
@@ -877,6 +1025,24 @@ def _typed_column(pd: Any, values: list[Any]) -> Any:
     return pd.array([None if v is None else json.dumps(v) for v in values], dtype="string")
 
 
+def _registered_spaces() -> list[str]:
+    from nasrobust.space import list_spaces
+
+    return list_spaces()
+
+
+def _registered_suites() -> list[str]:
+    from nasrobust.noise.base import SUITES
+
+    return SUITES.names()
+
+
+def _registered_datasets() -> list[str]:
+    from nasrobust.data import DATASETS
+
+    return DATASETS.names()
+
+
 def _canonical_encoding(encoding: str) -> str:
     """The canonical encoding of a registered space's architecture (else the text itself)."""
     from nasrobust.space import get_space
@@ -901,6 +1067,7 @@ def _describe_diff(a: Protocol, b: Protocol) -> str:
 
 __all__ = [
     "KEY_COLUMNS",
+    "MergeConflict",
     "MergeReport",
     "PROTOCOL_COLUMNS",
     "ProtocolConflictError",
@@ -909,5 +1076,6 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "ValueMismatchWarning",
+    "merge_conflicts",
     "open_results",
 ]

@@ -13,7 +13,8 @@ run stopped: the sample is deterministic, training resumes from its last epoch, 
 skips complete (architecture, suite) units, and the report is rebuilt from the store.
 
 Under ``torchrun`` the supernet trains data-parallel and the subnets are sharded across ranks,
-all writing the same store; rank 0 writes the sample and the report.
+each writing its own store file that rank 0 merges into ``results.db`` (:mod:`nasrobust.rankstore`);
+rank 0 writes the sample and the report.
 
 How many subnets are scored, and how hard, is the *protocol*: ``full`` (every sampled subnet,
 each suite's published defaults, the whole test set) when a GPU is present, else ``cpu``
@@ -167,6 +168,11 @@ class StudyConfig:
         unknown = set(data) - known
         if unknown:
             raise NasRobustError(f"{path}: unknown study setting(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
+        from nasrobust.fieldtypes import check_fields
+        from nasrobust.train.recipe import Recipe
+
+        check_fields(cls, data, str(path))
+        check_fields(Recipe, data.get("recipe", {}), f"{path} [recipe]")
         if "suites" in data:
             data["suites"] = tuple(data["suites"])
         data["suite_options"] = {s: {k: tuple(v) if isinstance(v, list) else v for k, v in o.items()}
@@ -197,8 +203,10 @@ class StudyResult:
 class Study:
     """Runs the four stages of a :class:`StudyConfig` (see the module docstring)."""
 
-    def __init__(self, config: StudyConfig, *, progress: bool = True, device=None):
+    def __init__(self, config: StudyConfig, *, progress: bool = True, device=None, force: bool = False):
         from nasrobust import distributed
+
+        self.force = force  # replace a study with other settings in the folder
 
         self.device = device or distributed.local_device()
         self.config = config.resolved(has_gpu=self.device.type == "cuda")
@@ -263,15 +271,27 @@ class Study:
         if self.config_file.exists():
             previous = StudyConfig.from_toml(self.config_file)
             old, new = _plain(dataclasses.asdict(previous)), _plain(dataclasses.asdict(self.config))
-            if old != new:
+            if old == new:
+                return
+            if not self.force:
                 diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
                 raise NasRobustError(
                     f"{self.out} holds a study with other settings ({'; '.join(diff)}). Continue it with "
-                    f"`nasrobust study --config {self.config_file}` or choose a new --out"
+                    f"`nasrobust study --config {self.config_file}`, choose a new --out, or pass --force to replace it"
                 )
-            return
+            self._discard()
         self.out.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(text)
+
+    def _discard(self) -> None:
+        """Delete the previous study's files (only the ones a study writes)."""
+        import shutil
+
+        log.info("replacing the study in %s (--force)", self.out)
+        for path in (self.config_file, self.archs_file, *(self.db.with_name(self.db.name + x) for x in ("", "-wal", "-shm"))):
+            path.unlink(missing_ok=True)
+        for folder in (self.supernet_dir, self.report_dir):
+            shutil.rmtree(folder, ignore_errors=True)
 
     # ------------------------------------------------------------------ stages
     def sample(self, data) -> list:
@@ -317,7 +337,7 @@ class Study:
         from nasrobust.store import open_results
 
         c = self.config
-        with open_results(self.db, create=False) as store:
+        with open_results(self.db, readonly=True) as store:
             report = build_report(store, self.report_dir, ReportOptions(space=c.space, dataset=c.dataset, n_boot=c.n_boot,
                                                                           seed=c.seed),
                                   command=f"nasrobust analyze --db {self.db} --out {self.report_dir} --space {c.space} "

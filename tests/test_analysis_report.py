@@ -59,13 +59,14 @@ def test_analyze_writes_a_self_contained_reproducible_report(db, tmp_path, capsy
         assert (out / "tables" / f"{name}.csv").exists()
     # same store + same command = byte-identical files
     first = _files(out)
-    assert main(["analyze", "--db", str(db), "--space", "bignas", "--out", str(out), *FAST]) == 0
+    assert main(["analyze", "--db", str(db), "--space", "bignas", "--out", str(out), *FAST]) == 2  # a report is there
+    assert main(["analyze", "--db", str(db), "--space", "bignas", "--out", str(out), *FAST, "--force"]) == 0
     assert _files(out) == first
 
 
 def test_analyze_user_errors_are_one_line(db, tmp_path, capsys):
     empty = tmp_path / "empty.db"
-    open_results(empty).close()
+    open_results(empty, create=True).close()
     assert main(["analyze", "--db", str(empty), "--out", str(tmp_path / "r")]) == 2
     assert "holds no results" in capsys.readouterr().err
     assert main(["analyze", "--db", str(db), "--space", "nb201", "--out", str(tmp_path / "r")]) == 2

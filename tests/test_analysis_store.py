@@ -68,7 +68,7 @@ def planted_store(path, n_archs: int = N_ARCHS, seed: int = 0):
         for (suite, noise, level, metric), value in planted_values(arch, rng).items():
             key = ResultKey.of(arch, weights_id=WEIGHTS, dataset=DATASET, suite=suite, noise=noise, level=level, metric=metric)
             records.append(Record(key, float(value), protocols[suite]))
-    with open_results(path) as store:
+    with open_results(path, create=True) as store:
         store.write_many(records)
     return archs
 
@@ -143,7 +143,7 @@ def test_space_mismatch_lists_the_stored_spaces(planted):
 
 def test_empty_store_and_unknown_glob(tmp_path, planted):
     empty = tmp_path / "empty.db"
-    open_results(empty).close()
+    open_results(empty, create=True).close()
     with pytest.raises(NasRobustError, match="holds no results"):
         build_table(empty, "bignas")
     with pytest.raises(NasRobustError, match="no stored metric"):
@@ -158,7 +158,7 @@ def test_several_datasets_need_a_choice(tmp_path):
     recs = [Record(ResultKey.of(a, weights_id="w", dataset=d, suite="adversarial", noise="clean", level=0.0,
                                 metric="accuracy"), 0.5 + i / 10, PGD)
             for i, a in enumerate(archs) for d in ("mnist5k", "digits")]
-    with open_results(path) as store:
+    with open_results(path, create=True) as store:
         store.write_many(recs)
     with pytest.raises(NasRobustError, match="several datasets.*--dataset"):
         build_table(path)
@@ -170,7 +170,7 @@ def test_all_metrics_constant_is_a_clear_error(tmp_path):
     archs = get_space(SPACE).sample(5, seed=2)
     recs = [Record(ResultKey.of(a, weights_id="w", dataset=DATASET, suite="adversarial", noise="clean", level=0.0,
                                 metric="accuracy"), 0.5, PGD) for a in archs]
-    with open_results(path) as store:
+    with open_results(path, create=True) as store:
         store.write_many(recs)
     with pytest.raises(NasRobustError, match="no variance"):
         build_table(path)
@@ -182,7 +182,7 @@ def test_same_arch_with_two_weights_is_two_rows(tmp_path):
     recs = [Record(ResultKey.of(a, weights_id=w, dataset=DATASET, suite="adversarial", noise="clean", level=0.0,
                                 metric="accuracy"), 0.5 + i / 10 + j / 100, PGD)
             for i, a in enumerate(archs) for j, w in enumerate(("w1", "w2"))]
-    with open_results(path) as store:
+    with open_results(path, create=True) as store:
         store.write_many(recs)
     table = build_table(path)
     assert table.n_archs == 6 and all("@w" in label for label in table.frame.index)

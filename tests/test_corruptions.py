@@ -515,15 +515,14 @@ def test_frost_textures_are_deterministic_synthetic_ice():
 
     a = frost.make_texture(0, size=160)
     assert np.array_equal(a, frost.make_texture(0, size=160))
-    textures = frost.frost_textures()
+    textures = frost.synthetic_textures()
     assert len(textures) == frost.N_TEXTURES and all(t.shape == (640, 640, 3) and t.dtype == np.uint8 for t in textures)
     means = [t.mean() / 255 for t in textures]
     assert all(0.3 < m < 0.55 for m in means)
     assert all(t[..., 2].mean() > t[..., 0].mean() for t in textures)  # blue-white ice
     assert all(t.std() / 255 > 0.08 for t in textures)  # structured, not flat
     assert not np.array_equal(textures[0], textures[1])
-    assert frost.scaled_textures(0.2)[0].shape == (128, 128, 3)
-    assert "SYNTHETIC" in frost.__doc__ and "not comparable" in frost.__doc__
+    assert "not comparable" in frost.__doc__
 
 
 @pytest.mark.parametrize("mapsize,decay", [(32, 3.0), (256, 1.4)])

@@ -118,7 +118,7 @@ def test_python_api(supernet_ckpt, tmp_path):
     model, payload = load_supernet(supernet_ckpt)
     data = load_dataset("digits")
     suites = make_suites(["natural"], {"natural": {"corruptions": ("contrast",), "severities": (3,), "fp_kinds": ()}})
-    store = open_results(tmp_path / "api.db")
+    store = open_results(tmp_path / "api.db", create=True)
     arch = model.supernet.largest()
     ev = Evaluator(store, data, suites, n_examples=40, cache_dir=tmp_path / "cache", progress=False,
                    reference=Reference(arch.encoding, payload["weights_id"]))

@@ -22,7 +22,7 @@ def test_summary_rows_show_every_suite_at_its_largest_level(tmp_path):
         ("certified", "jacobian_linf", 0.1, "jacobian_bound", -3.5),
         ("certified", "jacobian_linf", 0.3, "jacobian_bound", -10.5),
     ]
-    with open_results(tmp_path / "r.db") as store:
+    with open_results(tmp_path / "r.db", create=True) as store:
         store.write_many(Record(ResultKey("nb201", enc, "w0", "mnist5k", s, n, lv, m), v, PROTOCOL)
                          for s, n, lv, m, v in values)
         header, rows = summary_rows(store, [enc])

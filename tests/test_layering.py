@@ -27,13 +27,13 @@ for _number, _name, _prefixes in (
     (4, "evaluate/train", ("nasrobust.evaluation", "nasrobust.evaluator", "nasrobust.train", "nasrobust.metrics")),
     (3, "noise/analysis/store", ("nasrobust.noise", "nasrobust.analysis", "nasrobust.store", "nasrobust.records",
                                  "nasrobust.checkpoint", "nasrobust.proxies", "nasrobust.bounds", "nasrobust.headlines",
-                                 "nasrobust.inference")),
+                                 "nasrobust.inference", "nasrobust.rankstore")),
     (2, "spaces/supernet", ("nasrobust", "nasrobust.spaces", "nasrobust.supernet",
                             "nasrobust.oneshot", "nasrobust.elastic", "nasrobust.models", "nasrobust.data",
                             "nasrobust.distributed")),
     # nasrobust.space holds the Arch value with the space abstraction and registry that give it meaning
     (1, "arch/registry", ("nasrobust.space", "nasrobust.registry", "nasrobust.errors", "nasrobust.cost",
-                          "nasrobust.options", "nasrobust.io")),
+                          "nasrobust.options", "nasrobust.io", "nasrobust.outputs", "nasrobust.fieldtypes")),
 ):
     LAYERS.update({prefix: (_number, _name) for prefix in _prefixes})
 

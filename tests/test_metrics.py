@@ -56,7 +56,7 @@ def db(tmp_path, archs):
                                                noise=noise, level=level, metric="accuracy"), v, PGD))
         records.append(Record(ResultKey.of(arch, weights_id="w0", dataset="mnist5k", suite="natural", noise="mce",
                                            level=0.0, metric="mce"), 1.0 + 0.1 * i, PGD))
-    with open_results(path) as store:
+    with open_results(path, create=True) as store:
         store.write_many(records)
     return path
 
@@ -103,7 +103,7 @@ def test_store_metric_direction_is_the_one_the_suite_declares(tmp_path, archs):
 
     path = tmp_path / "sys.db"
     stds = [0.05, 0.01, 0.20]
-    with open_results(path) as store:
+    with open_results(path, create=True) as store:
         store.write_many(Record(ResultKey.of(a, weights_id="w0", dataset="mnist5k", suite="system", noise="summary",
                                              level=0.0, metric="std"), v, PGD) for a, v in zip(archs, stds))
     spread = parse_metric(f"store:{path}:system/summary/std")
@@ -134,7 +134,7 @@ def test_surrogate_fallback_from_the_spec(tmp_path):
     w = np.random.default_rng(0).normal(size=30)
     stored = SPACE.sample(16, seed=1)
     path = tmp_path / "s.db"
-    with open_results(path) as store:
+    with open_results(path, create=True) as store:
         store.write_many([Record(ResultKey.of(a, weights_id="w0", dataset="digits", suite="adversarial", noise="pgd_linf",
                                               level=0.1, metric="accuracy"), float(SPACE.to_vector(a) @ w), PGD)
                           for a in stored])  # digits: the analysis table loads the dataset for its size
@@ -149,7 +149,7 @@ def test_surrogate_fallback_from_the_spec(tmp_path):
 
 
 def test_store_metric_ambiguous_weights(db, archs):
-    with open_results(db) as store:
+    with open_results(db, create=True) as store:
         store.write(Record(ResultKey.of(archs[0], weights_id="w1", dataset="mnist5k", suite="adversarial",
                                         noise="clean", level=0.0, metric="accuracy"), 0.7, PGD))
     with pytest.raises(MetricError, match="weights="):
@@ -355,7 +355,7 @@ def test_live_metric_clean_and_pgd_on_a_supernet(tmp_path, mnist):
     live = LiveMetric(model, data, sel, suite_options=opts, n_examples=n, recalib_images=recal, batch_size=50,
                       cache_dir=tmp_path / "cache")
     assert live.suite_options == {"attacks": "pgd_linf", "eps_linf": 0.1, "steps": 3}
-    store = open_results(tmp_path / "live.db")
+    store = open_results(tmp_path / "live.db", create=True)
     persisted = LiveMetric(model, data, sel, suite_options=opts, n_examples=n, recalib_images=recal, batch_size=50,
                            cache_dir=tmp_path / "cache", store=store, weights_id="tiny")
     for arch in archs:
@@ -389,7 +389,7 @@ def test_live_metric_with_a_standalone_builder(tmp_path, mnist):
 
 def test_live_metric_argument_errors(tmp_path):
     with pytest.raises(MetricError, match="weights_id"):
-        LiveMetric(lambda a: None, None, "adversarial/clean/accuracy@0", store=open_results(tmp_path / "x.db"))
+        LiveMetric(lambda a: None, None, "adversarial/clean/accuracy@0", store=open_results(tmp_path / "x.db", create=True))
     with pytest.raises(MetricError, match="level explicitly"):
         LiveMetric(lambda a: None, None, "adversarial/pgd_linf/accuracy")
 

@@ -28,7 +28,7 @@ def data():
 
 
 def evaluator(tmp_path, data, reference=None):
-    store = open_results(tmp_path / "r.db")
+    store = open_results(tmp_path / "r.db", create=True)
     return store, Evaluator(store, data, [suite()], n_examples=100, cache_dir=tmp_path / "cache", batch_size=100,
                             reference=reference, progress=False)
 

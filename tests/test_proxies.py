@@ -191,7 +191,7 @@ def test_proxy_correlation_benchmark(tmp_path):
     archs = SPACE.sample(6, seed=4)
     proxy = ProxyMetric("synflow", dataset="digits", batch_size=8, build_kwargs=SMALL)
     db = tmp_path / "r.db"
-    with open_results(db) as store:
+    with open_results(db, create=True) as store:
         store.write_many([Record(ResultKey.of(a, weights_id="w", dataset="mnist5k", suite="adversarial", noise="pgd_linf",
                                               level=0.1, metric="accuracy"), math.log(proxy(a)), Protocol.make(seed=0))
                           for a in archs])

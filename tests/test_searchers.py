@@ -153,7 +153,7 @@ def test_budget_history_and_provenance(table, name):
 def test_predicted_values_are_recorded(tmp_path, table):
     archs = table["archs"][::2]
     db = tmp_path / "half.db"
-    with open_results(db) as store:
+    with open_results(db, create=True) as store:
         store.write_many([Record(ResultKey.of(a, weights_id="w", dataset="d", suite="adversarial", noise="pgd_linf",
                                               level=0.1, metric="accuracy"), 0.5, Protocol.make()) for a in archs])
 
@@ -248,7 +248,7 @@ def full_store(tmp_path_factory, table):
         for noise, level, v in (("pgd_linf", 0.1, r), ("clean", 0.0, c)):
             records.append(Record(ResultKey.of(a, weights_id="w", dataset="mnist5k", suite="adversarial",
                                                noise=noise, level=level, metric="accuracy"), float(v), proto))
-    with open_results(db) as store:
+    with open_results(db, create=True) as store:
         store.write_many(records)
     return db
 

@@ -99,7 +99,7 @@ def toy(monkeypatch):
 
 @pytest.fixture
 def store(tmp_path):
-    with open_results(tmp_path / "r.db") as s:
+    with open_results(tmp_path / "r.db", create=True) as s:
         yield s
 
 
@@ -220,7 +220,7 @@ def test_query_filters_arch_prefix_and_canonical_twin(store, toy):
 def test_query_by_arch_of_every_registered_space(tmp_path, space_name):
     space = nasrobust.space.get_space(space_name)
     archs = space.sample(min(2, space.size()), seed=0)
-    with open_results(tmp_path / "r.db") as s:
+    with open_results(tmp_path / "r.db", create=True) as s:
         for i, arch in enumerate(archs):
             s.write(Record(ResultKey.of(arch, weights_id="w", dataset="cifar10", suite="clean", noise="none",
                                         level=0.0, metric="accuracy"), 0.5 + i / 10, PGD))
@@ -276,11 +276,11 @@ def test_done_keys_and_work_units(store):
 
 def test_merge_from_per_rank_stores(tmp_path):
     records = table(4)
-    with open_results(tmp_path / "rank0.db") as a, open_results(tmp_path / "rank1.db") as b:
+    with open_results(tmp_path / "rank0.db", create=True) as a, open_results(tmp_path / "rank1.db", create=True) as b:
         a.write_many(records[:40])
         b.write_many(records[30:])  # 10 overlap
         b.complete_unit(records[-1].key.unit(CORRUPT))
-    with open_results(tmp_path / "all.db") as merged:
+    with open_results(tmp_path / "all.db", create=True) as merged:
         r0 = merged.merge_from(tmp_path / "rank0.db")
         r1 = merged.merge_from(tmp_path / "rank1.db")
         assert (r0.inserted, r1.inserted, r1.identical, r1.value_mismatch) == (40, len(records) - 40, 10, 0)
@@ -289,10 +289,10 @@ def test_merge_from_per_rank_stores(tmp_path):
         assert {run.origin for run in merged.runs()} == {str(tmp_path / "rank0.db"), str(tmp_path / "rank1.db")}
         again = merged.merge_from(tmp_path / "rank1.db")  # merging twice adds nothing
         assert (again.inserted, again.runs, len(merged.runs())) == (0, 0, 2)
-    with open_results(tmp_path / "clash.db") as c:
+    with open_results(tmp_path / "clash.db", create=True) as c:
         c.write(Record(records[0].key, 0.1, Protocol.make(**{**_fields(PGD), "seed": 1})))
         c.write(Record(key("toy:8-9"), 0.3, PGD))
-    with open_results(tmp_path / "all.db") as merged:
+    with open_results(tmp_path / "all.db", create=True) as merged:
         before = len(merged)
         with pytest.raises(ProtocolConflictError, match="seed 0 vs 1.*nothing was merged"):
             merged.merge_from(tmp_path / "clash.db")
@@ -313,12 +313,12 @@ def test_open_errors(tmp_path):
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
     with pytest.raises(StoreError, match="other tables"):
-        open_results(other)
+        open_results(other, create=True)
     assert sqlite3.connect(other).execute("PRAGMA journal_mode").fetchone() == ("delete",), "left untouched"
     with pytest.raises(StoreError, match="is a directory"):
         open_results(tmp_path)
     newer = tmp_path / "newer.db"
-    open_results(newer).close()
+    open_results(newer, create=True).close()
     sqlite3.connect(newer, isolation_level=None).execute("PRAGMA user_version = 99").connection.close()
     with pytest.raises(StoreError, match="newer nasrobust"):
         open_results(newer)
@@ -339,7 +339,7 @@ path, n, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 proto = Protocol.make(eps=0.5, norm="L2", steps=20, restarts=1, seed=0, n_examples=100, versions={"torch": "x"})
 keys = [ResultKey("toy", f"toy:{i // 10}-{i // 10 + 1}", "w0", "mnist", "adversarial", "pgd_l2", 0.5, f"m{i % 10}")
         for i in range(n)]
-with open_results(path) as store:
+with open_results(path, create=True) as store:
     done = store.done_keys(space="toy", protocol=proto)
     print("skipped", len(done), flush=True)
     import time
@@ -410,7 +410,7 @@ print("ready", flush=True)
 while not os.path.exists(go):
     time.sleep(0.005)
 won = lost = 0
-with open_results(path, busy_timeout=60) as store:   # all ranks create/open the file at once
+with open_results(path, busy_timeout=60, create=True) as store:   # all ranks create/open the file at once
     for i in range(40):
         store.write(Record(k(f"toy:{rank}-{i}", "acc"), i / 100, shared))          # disjoint
         store.write(Record(k(f"toy:shared-{i}", "acc"), i / 1000, shared))        # overlapping, same protocol

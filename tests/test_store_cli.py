@@ -22,7 +22,7 @@ ENCODINGS = ["toy:resnet-a", "toy:resnet-b", "toy:mobile-c"]
 @pytest.fixture
 def db(tmp_path):
     path = tmp_path / "results.db"
-    with open_results(path) as store:
+    with open_results(path, create=True) as store:
         for i, enc in enumerate(ENCODINGS):
             k = lambda suite, noise, level, metric, ds="cifar10": ResultKey("toy", enc, "sn-ep90", ds, suite, noise, level, metric)  # noqa: E731
             store.write_many([

@@ -161,7 +161,7 @@ def test_finetuning_from_a_supernet_with_its_largest_subnet_as_teacher(tmp_path,
     supernet, _ = checkpoint.load_supernet(parent.checkpoint)
     recipe = tiny_recipe(epochs=1, bn_recalib_images=200, kd_teacher=str(parent.checkpoint), kd_alpha=0.5)
 
-    teacher = _teacher(recipe, digits, torch.device("cpu"))
+    teacher = _teacher(checkpoint.read(recipe.kd_teacher), recipe, digits, torch.device("cpu"))
     largest = recalibrated_subnet(supernet, supernet.supernet.largest(), digits, 200, seed=recipe.seed)
     x = torch.stack([digits.test[i][0] for i in range(16)])
     torch.testing.assert_close(teacher(x), largest(x))

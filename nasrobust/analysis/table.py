@@ -197,7 +197,7 @@ def open_source(source: Source) -> tuple["ResultStore", bool]:
 
     if isinstance(source, ResultStore):
         return source, False
-    return open_results(Path(source), create=False), True
+    return open_results(Path(source), readonly=True), True
 
 
 def resolve_space(store_spaces: Sequence[str], space: str | None, path: Any = "the store") -> str:

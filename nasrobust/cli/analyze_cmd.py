@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nasrobust.cli.common import positive_int
+from nasrobust.cli.guard import add_force
 from nasrobust.errors import NasRobustError
 
 
@@ -46,10 +47,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pareto-metric", help="robust metric of the Pareto plot (default: per noise group, its most spread column)")
     p.add_argument("--top", type=positive_int, default=6, help="relations / effects plotted")
     p.add_argument("--min-archs", type=positive_int, default=3, help="fewest architectures a column needs")
+    add_force(p, "a report already in --out")
     p.set_defaults(func=cmd_analyze)
 
 
 # ----------------------------------------------------------------------------- analyze
+#: The files of a finished report; their presence in --out needs --force.
+REPORT_FILES = ("report.html", "report.md")
+
+
 def _options(args: argparse.Namespace):
     from nasrobust.analysis.report import ReportOptions
 
@@ -86,13 +92,15 @@ def _command(args: argparse.Namespace) -> str:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from nasrobust.analysis.report import build_report
+    from nasrobust.outputs import check_output
     from nasrobust.store import open_results
 
     if args.n_boot < 0:
         raise NasRobustError(f"--n-boot must be >= 0, got {args.n_boot}")
     if not Path(args.db).exists():
         raise NasRobustError(f"no result store at {args.db}; create one with `nasrobust evaluate ... --db {args.db}`")
-    with open_results(args.db, create=False) as store:
+    check_output(args.out, force=args.force, folder=True, inputs=[("--db", args.db)], result=REPORT_FILES)
+    with open_results(args.db, readonly=True) as store:
         report = build_report(store, args.out, _options(args), command=_command(args))
     print(f"wrote {report.html}")
     print(f"wrote {report.markdown} ({len(report.figures)} figures in {report.out / 'figures'}, "

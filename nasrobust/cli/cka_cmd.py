@@ -11,6 +11,8 @@ from typing import Any
 
 from nasrobust.cli.analyze_cmd import _csv
 from nasrobust.cli.common import positive_int
+from nasrobust.cli.guard import add_force
+from nasrobust.outputs import check_output
 from nasrobust.errors import NasRobustError
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-block", type=int, default=3, help="fewest layers of a block (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the image subset, its batches and the bootstrap")
     p.add_argument("--out", required=True, help="heat map image (.png); the CSV and JSON files go beside it")
-    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    add_force(p, "an existing --out image and the files beside it")
     p.set_defaults(func=cmd_cka)
 
 
@@ -84,9 +86,7 @@ def _check_options(args: argparse.Namespace) -> dict[str, Path]:
     if args.rbf_threshold <= 0:
         raise NasRobustError(f"--rbf-threshold must be positive, got {args.rbf_threshold}")
     files = output_files(out, bool(args.b))
-    existing = [str(p) for p in files.values() if p.exists()]
-    if existing and not args.force:
-        raise NasRobustError(f"{', '.join(existing)} already exist(s); pass --force to overwrite, or choose another --out")
+    check_output(out, force=args.force, companions=[p for role, p in files.items() if role != "heatmap"])
     return files
 
 

@@ -66,14 +66,16 @@ def parse_suite_options(items: list[str]) -> dict[str, dict[str, Any]]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from nasrobust import distributed
+    from nasrobust.cli.archs_file import read_encodings
     from nasrobust.evaluation import LARGEST, EvalProtocol, evaluate
     from nasrobust.headlines import summary_table
-    from nasrobust.io import read_records
+    from nasrobust.outputs import check_writable_store
     from nasrobust.store import open_results
 
     modes = [m for m in ("supernet", "checkpoint", "pretrained") if getattr(args, m)]
     if len(modes) != 1:
         raise NasRobustError("choose exactly one of --supernet, --checkpoint or --pretrained (zoo)")
+    check_writable_store(args.db)
     device = distributed.local_device()
     distributed.init(device)
     suites = [s.strip() for s in args.suites.split(",") if s.strip()] if args.suites else None
@@ -84,7 +86,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.pretrained:
         encodings, weights_id, dataset = _pretrained(args, common)
     else:
-        archs = [rec["encoding"] for rec in read_records(args.archs)] if args.archs else []
+        archs = read_encodings(args.archs) if args.archs else []
         result = evaluate(args.supernet or args.checkpoint, kind="supernet" if args.supernet else "standalone",
                           space=args.space, data=args.dataset, data_root=args.data_root,
                           archs=[*archs, *(args.arch or [])], n_archs=args.n, sample_seed=args.sample_seed,

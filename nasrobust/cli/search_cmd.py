@@ -44,7 +44,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="differentiable searchers (darts, dsrna-*, advrush): the registered dataset to "
                                      "search on (e.g. mnist5k); their --budget counts search epochs, --metric is unused")
     p.add_argument("--out", help=f"output folder ({STATE_FILE}, {RESULT_FILE})")
-    p.add_argument("--fresh", action="store_true", help=f"discard OUT/{STATE_FILE} and start over")
+    p.add_argument("--fresh", "--force", dest="fresh", action="store_true",
+                   help=f"discard OUT/{STATE_FILE} and OUT/{RESULT_FILE} and start over")
     p.add_argument("--list", action="store_true", help="list the searchers and their options")
     p.add_argument("--help-metric", action="store_true", help="show the metric spec grammar")
     p.add_argument("--no-progress", action="store_true")
@@ -78,6 +79,8 @@ def _objectives(args: argparse.Namespace, space) -> list:
     if args.penalty is not None and not limits:
         raise NasRobustError("--penalty needs --max-flops and/or --max-params")
     metrics = [parse_metric(spec, space=space) for spec in args.metric]
+    for m in metrics:  # a typo in a store metric fails here, before the search writes any state
+        m.check()
     if limits:
         metrics = [Constrained(m, penalty=args.penalty, **limits) for m in metrics]
     return metrics
@@ -102,8 +105,10 @@ def cmd_search(args: argparse.Namespace) -> int:
                                     ("--out", args.out)) if not v]
     if missing:
         raise NasRobustError(f"search needs {', '.join(missing)} (e.g. --space nb201 --metric proxy:jacobian --out search/)")
+    from nasrobust.outputs import check_output
     from nasrobust.space import get_space
 
+    check_output(args.out, folder=True)
     space = get_space(args.space)
     budget = budget_from_args(args)
     if budget is not None:
@@ -122,8 +127,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     searcher = create_searcher(args.searcher, space, objectives, budget=args.budget, seed=args.seed, **options)
     out = Path(args.out)
     state = out / getattr(searcher, "state_file", STATE_FILE)
-    if args.fresh and state.exists():
-        state.unlink()
+    if args.fresh:
+        for old in (state, out / RESULT_FILE):
+            old.unlink(missing_ok=True)
     result = _run(searcher, state, progress=not args.no_progress)
     if budget is not None:
         log.info("budget: %s", space.acceptance())

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from nasrobust.cli.common import add_budget_arguments, budget_from_args, emit_json, positive_int
-from nasrobust.io import format_table, human, write_records
-from nasrobust.space import get_space, list_spaces
+from nasrobust.cli.guard import add_force
+from nasrobust.io import format_table, human
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +21,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same output)")
     p.add_argument("--out", help="write records to .jsonl, .csv or .parquet")
     p.add_argument("--num-classes", type=positive_int, help="classifier size for cost (space default)")
-    p.add_argument("--input-size", type=positive_int, help="input size for spaces without a resolution choice")
+    p.add_argument("--input-size", type=positive_int,
+                   help="image size of the data: picks the space's small-input variant for 28-32 px images (as "
+                   "training and evaluation do), and sets the input size of spaces without a resolution choice")
     add_budget_arguments(p, "sample uniformly from the architectures with")
+    add_force(p, "an existing --out file")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("describe", help="factors, cost and layers of one architecture")
@@ -34,6 +38,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:
+    from nasrobust.space import get_space, list_spaces
+
     rows = []
     for name in list_spaces():
         space = get_space(name)
@@ -46,7 +52,20 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from nasrobust.io import RECORD_FORMATS, write_records
+    from nasrobust.outputs import OutputError, check_output
+    from nasrobust.space import get_space
+
+    if args.out:
+        check_output(args.out, force=args.force)
+        if Path(args.out).suffix.lower() not in RECORD_FORMATS:
+            raise OutputError(f"cannot write {args.out}: use one of {', '.join(RECORD_FORMATS)}")
     space = get_space(args.space)
+    if args.input_size:
+        variant = space.for_input_size(args.input_size)
+        if variant.name != space.name:
+            print(f"using {variant.name}, the small-input variant of {space.name}, for {args.input_size}-px images")
+            space = variant
     budget = budget_from_args(args, args.num_classes, args.input_size)
     archs = budget.sample(space, args.n, seed=args.seed) if budget else space.sample(args.n, seed=args.seed)
     records = [space.record(a, args.num_classes, args.input_size) for a in archs]
@@ -65,6 +84,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
+    from nasrobust.space import get_space
+
     space = get_space(args.space)
     arch = space.resolve(args.arch)
     record = space.record(arch, args.num_classes, args.input_size)

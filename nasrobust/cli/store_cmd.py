@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from nasrobust.cli.common import emit_json
+from nasrobust.cli.guard import add_force
 from nasrobust.errors import NasRobustError
 from nasrobust.io import format_table
 
@@ -35,6 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("parquet", "csv"), help="default: from the --out suffix, else parquet")
     p.add_argument("--arch", help="only this architecture encoding")
     _add_filters(p)
+    add_force(p, "an existing --out file")
     p.set_defaults(func=cmd_export)
 
 
@@ -50,7 +52,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 def _open(path: str):
     from nasrobust.store import open_results
 
-    return open_results(path, create=False)
+    return open_results(path, readonly=True)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -99,6 +101,9 @@ def _no_results(store, arch: str, filters: dict[str, Any]) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from nasrobust.outputs import check_output
+
+    check_output(args.out, force=args.force, inputs=[("--db", args.db)])
     filters = _filters(args)
     with _open(args.db) as store:
         n = store.count(args.arch, **filters)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nasrobust.cli.common import positive_int
+from nasrobust.cli.guard import add_force
 from nasrobust.options import parse_assignments
 from nasrobust.cli.evaluate_cmd import parse_suite_options
 from nasrobust.errors import NasRobustError
@@ -40,6 +41,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the report's intervals")
     p.add_argument("--cache-dir", help="where model-independent perturbed data is cached (~/.cache/nasrobust)")
     p.add_argument("--no-progress", action="store_true")
+    add_force(p, "a study with other settings in --out (its archs, supernet, results and report are deleted)")
     p.set_defaults(func=cmd_study)
 
 
@@ -62,9 +64,12 @@ def config_from_args(args: argparse.Namespace):
 
 def cmd_study(args: argparse.Namespace) -> int:
     from nasrobust import distributed
+    from nasrobust.outputs import check_output
     from nasrobust.study import Study
 
-    study = Study(config_from_args(args), progress=not args.no_progress)
+    config = config_from_args(args)
+    check_output(config.out, folder=True)
+    study = Study(config, progress=not args.no_progress, force=args.force)
     result = study.run()
     if distributed.is_main():
         c = study.config

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 
 from nasrobust.cli.common import positive_int
+from nasrobust.cli.guard import add_force
 from nasrobust.options import parse_assignments
 
 
-def _recipe_args(p: argparse.ArgumentParser) -> None:
+def _recipe_args(p: argparse.ArgumentParser, teacher: bool = True) -> None:
     g = p.add_argument_group("recipe (defaults: the --preset)")
     g.add_argument("--preset", default="quick", help="recipe preset: quick (CPU, mnist-sized), cifar, bignas, pgd-at")
     g.add_argument("--epochs", type=positive_int)
@@ -27,8 +28,9 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
                    help="re-estimate BN statistics on clean training images before each evaluation and checkpoint "
                    "(default: on when fine-tuning --from-supernet without --adv)")
     g.add_argument("--ema-decay", type=float, help="keep an EMA of the weights (e.g. 0.999)")
+    # supernet training distils in place from its largest subnet: the flag is parsed there only to say so
     g.add_argument("--kd-teacher", help="checkpoint of a teacher network for knowledge distillation; a supernet checkpoint "
-                   "means its BN-re-calibrated largest subnet")
+                   "means its BN-re-calibrated largest subnet" if teacher else argparse.SUPPRESS)
     g.add_argument("--adv", dest="adversarial", choices=["none", "pgd", "fgsm-rs", "trades"], help="adversarial training")
     g.add_argument("--adv-eps", type=float, help="Linf radius of adversarial training (inputs in [0, 1])")
     g.add_argument("--adv-steps", type=positive_int)
@@ -48,13 +50,14 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--keep-epochs", action="store_true",
                    help="also keep every epoch's weights as OUT/epochs/epochNNN.pt (e.g. for the best robust epoch)")
+    add_force(p, "a different run already in --out (its checkpoint and log are replaced)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-supernet", help="BigNAS sandwich training of a weight-sharing supernet")
     p.add_argument("--space", required=True)
     _data_args(p)
-    _recipe_args(p)
+    _recipe_args(p, teacher=False)
     p.add_argument("--supernet-option", action="append", default=[], metavar="KEY=VALUE",
                    help="supernet option of the space, e.g. channels=8 or cells_per_stage=1 (cell spaces)")
     g = p.add_argument_group("sandwich rule")
@@ -106,21 +109,26 @@ def _report(result) -> None:
 
 
 def cmd_train_supernet(args: argparse.Namespace) -> int:
+    from nasrobust.outputs import check_output
     from nasrobust.train.api import train_supernet
 
-    result = train_supernet(args.space, _data(args), recipe_from_args(args), args.out, data_root=args.data_root,
-                            progress=not args.no_progress, keep_epochs=args.keep_epochs,
+    check_output(args.out, folder=True)
+    recipe = recipe_from_args(args)
+    result = train_supernet(args.space, _data(args), recipe, args.out, data_root=args.data_root,
+                            progress=not args.no_progress, force=args.force, keep_epochs=args.keep_epochs,
                             **parse_assignments(args.supernet_option, what="--supernet-option"))
     _report(result)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from nasrobust.outputs import check_output
     from nasrobust.train.api import train_standalone
 
+    check_output(args.out, folder=True)
     build = parse_assignments(args.build_option, what="--build-option")
     result = train_standalone(args.space, args.arch, _data(args), recipe_from_args(args), args.out,
                               from_supernet=args.from_supernet, data_root=args.data_root, progress=not args.no_progress,
-                              build_kwargs=build or None, keep_epochs=args.keep_epochs)
+                              build_kwargs=build or None, force=args.force, keep_epochs=args.keep_epochs)
     _report(result)
     return 0

@@ -101,6 +101,15 @@ class RobustnessMetric(abc.ABC):
         return {"name": self.name, "higher_is_better": self.higher_is_better, "cost": self.cost,
                 "kind": type(self).__name__}
 
+    def parts(self) -> tuple["RobustnessMetric", ...]:
+        """The metrics this one is built from (composites)."""
+        return ()
+
+    def check(self) -> None:
+        """Raise now, with the fix, what would otherwise fail only at the first evaluation (a typo)."""
+        for part in self.parts():
+            part.check()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {'max' if self.higher_is_better else 'min'})"
 

@@ -29,6 +29,9 @@ class Oriented(RobustnessMetric):
     def _measure(self, arch: Arch) -> MetricValue:
         return self.inner.measure(arch)
 
+    def parts(self) -> tuple[RobustnessMetric, ...]:
+        return (self.inner,)
+
 
 class WeightedSum(RobustnessMetric):
     """``sum_i w_i * score_i`` over oriented scores (each term's higher-is-better form); higher is better.
@@ -54,6 +57,9 @@ class WeightedSum(RobustnessMetric):
             predicted |= v.predicted
             sources.append(v.source)
         return MetricValue(total, predicted, "+".join(dict.fromkeys(sources)))
+
+    def parts(self) -> tuple[RobustnessMetric, ...]:
+        return tuple(m for _, m in self.terms)
 
 
 class Constrained(RobustnessMetric):
@@ -94,6 +100,9 @@ class Constrained(RobustnessMetric):
         if over == 0 or self.penalty is None:
             return v
         return MetricValue(self.orient(self.inner.orient(v.value) - self.penalty * over), v.predicted, v.source + "+penalty")
+
+    def parts(self) -> tuple[RobustnessMetric, ...]:
+        return (self.inner,)
 
 
 class MultiObjective:

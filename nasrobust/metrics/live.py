@@ -76,7 +76,7 @@ class LiveMetric(RobustnessMetric):
         if db is not None:
             from nasrobust.store import open_results
 
-            store = open_results(db)
+            store = open_results(db, create=True)
         kwargs.setdefault("name", f"live:{path}#{Selector.parse(selector) if isinstance(selector, str) else selector}")
         return cls(loaded.model, loaded.data, selector, device=device, store=store, weights_id=loaded.weights_id,
                    **kwargs)

@@ -52,8 +52,25 @@ class StoreMetric(RobustnessMetric):
         if self._store is None:
             from nasrobust.store import open_results
 
-            self._store = open_results(self.path, create=False)
+            self._store = open_results(self.path, readonly=True)
         return self._store
+
+    def check(self) -> None:
+        """A selector the store holds for no architecture at all is a typo: name the close ones."""
+        import difflib
+
+        s = self.selector
+        if self.store.count(suite=s.suite, noise=s.noise, metric=s.metric, weights_id=self.weights_id,
+                            dataset=self.dataset):
+            return
+        held = self.store.selectors()
+        if not held:
+            raise MetricError(f"{self.path} holds no results; evaluate architectures into it first (`nasrobust evaluate`)")
+        close = difflib.get_close_matches(f"{s.suite}/{s.noise}/{s.metric}", held, n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise MetricError(f"{self.path} holds no {s.suite}/{s.noise}/{s.metric} for any architecture"
+                          f"{' with these weights/dataset' if self.weights_id or self.dataset else ''}.{hint} "
+                          f"It holds {len(held)} suite/noise/metric selector(s), e.g. {', '.join(held[:5])}")
 
     def lookup(self, arch: Arch) -> float | None:
         """The stored value, or ``None`` when the store has no row for ``arch``."""

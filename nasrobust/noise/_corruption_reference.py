@@ -16,7 +16,7 @@ Replacements for calls that no longer exist or cannot be installed here:
 * ``skimage.util.random_noise(mode='s&p')`` -> current scikit-image's Bernoulli draw;
 * Wand/ImageMagick ``MotionBlurImage`` -> :func:`imagemagick_motion_blur`, a numpy port of
   ImageMagick's C loop (8-bit in, 8-bit out, as through the PNG round trip);
-* frost photographs -> the synthetic textures of :mod:`nasrobust.noise.frost`.
+* frost photographs -> those of :func:`nasrobust.noise.frost.frost_textures` (published or synthetic).
 
 ``rng`` is a ``numpy.random.RandomState`` used exactly where the original calls
 ``np.random`` (same methods, same order). Images are ``uint8`` RGB ``(H, W, 3)`` arrays (what

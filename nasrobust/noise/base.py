@@ -99,6 +99,7 @@ class EvalContext:
     reference: Callable[[str, str, float, str], float | None] | None = None
     reference_name: str | None = None
     done: set[tuple[str, float, str]] = field(default_factory=set)
+    progress: bool = True  # progress bars of long preparations (off with --no-progress)
 
     @property
     def family(self) -> str:

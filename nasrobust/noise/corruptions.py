@@ -31,8 +31,9 @@ Faithfulness notes (what is, and is not, bit-for-bit the published code):
   of 2018 that built ImageNet-C instead drew ``ceil(amount * size / 2)`` salt and as many
   pepper coordinates with replacement from ``randint(0, dim - 1)``, never hitting the last
   row, column or channel, so its effective density was slightly lower.
-* ``frost`` uses synthetic textures (``frost.py``): same formula and weights, different
-  photographs, so frost scores are not comparable with published ones.
+* ``frost`` uses the published photographs when the ``imagecorruptions`` package is installed
+  (read as data files, its code is never imported), else synthetic textures (``frost.py``): same
+  formula and weights, but then frost scores are not comparable with published ones.
 * The generators save ImageNet-C as JPEG (quality 85) and CIFAR-10-C as ``uint8``; these
   functions return the float image before that storage step.
 * Size: the published code hard-codes 224 (or 32) px. Here loops, crops and fractal sizes

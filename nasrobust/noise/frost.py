@@ -1,38 +1,54 @@
-"""Frost textures for the ``frost`` corruption -- SYNTHETIC stand-ins, not the published photos.
+"""Frost pictures for the ``frost`` corruption: the published photographs when installed, else synthetic ones.
 
 ImageNet-C's frost (Hendrycks & Dietterich, ICLR 2019; ``make_imagenet_c.py``) blends the
 image with a random crop of one of six photographs of frosted glass (``frost1.png`` ...
 ``frost6.jpg``; the code draws ``np.random.randint(5)``, so only the first five are used).
-Those photographs are not ours to redistribute, so this module draws five frost-like
-textures procedurally instead: a low-frequency haze of fractal value noise, a network of
-thin bright veins (ridged noise, like the crystal boundaries of a frozen film) and seeded
-"fern frost" feathers -- bending stems with barbs at +-60 degrees, the hexagonal growth
-directions of ice -- rendered anti-aliased in a pale blue-white.
 
-Consequences, stated plainly: the ``frost`` corruption follows the published formula
-``clip(c0 * x + c1 * crop)`` with the published weights, but its *textures* differ, so frost
-errors measured with nasrobust are **not comparable** with published ImageNet-C / CIFAR-10-C
-frost numbers (compare frost only between models evaluated here). Everything else about the
-corruption (weights, crop sampling, the CIFAR set's 0.2x texture resize) is as published.
+**Published pictures.** The ``imagecorruptions`` package (``pip install imagecorruptions``,
+part of nasrobust's ``test`` extra) ships those photographs as data files. Its *code* does not
+import on current Python/numpy (it needs ``pkg_resources`` and removed numpy aliases), so this
+module never imports it: it finds the package folder with :func:`importlib.util.find_spec`
+(which locates a top-level package without running it) and reads ``frost/frost1.png`` ...
+``frost5.jpg`` with OpenCV, converted to RGB as the published code does (``[..., [2, 1, 0]]``).
+With them, frost is the published corruption and its errors are comparable with ImageNet-C /
+CIFAR-10-C frost.
 
-The textures are deterministic (fixed seeds, numpy ``Generator``; drawn with OpenCV, whose
-anti-aliasing could differ in the last bit between OpenCV releases), take about 2 s for all
-five and are cached in memory on first use. They are ``uint8`` RGB arrays, like decoded
-image files, so the torch corruption and the per-image numpy reference see the same pixels.
+**Synthetic stand-ins** (when the package is not installed): five frost-like textures drawn
+procedurally -- a low-frequency haze of fractal value noise, a network of thin bright veins
+(ridged noise, like the crystal boundaries of a frozen film) and seeded "fern frost" feathers
+(bending stems with barbs at +-60 degrees, the hexagonal growth directions of ice), rendered
+anti-aliased in a pale blue-white. They follow the published formula ``clip(c0 * x + c1 * crop)``
+with the published weights, but they are darker than the photographs (mean intensity about
+0.4 against 0.48-0.81), so frost measured with them is 20-40% weaker and **not comparable**
+with published frost numbers (compare frost only between models evaluated here).
+
+Which pictures were used is :func:`frost_source`; the natural suite stores it in its protocol
+and in the key of its corruption cache. The pictures are ``uint8`` RGB arrays, like decoded
+image files, so the torch corruption and the per-image numpy reference see the same pixels;
+they are read (or drawn, about 2 s for all five, deterministic with fixed seeds) once per process.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import logging
 import math
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+
+from nasrobust.errors import NasRobustError
 
 log = logging.getLogger(__name__)
 
 #: Number of textures the corruption picks from (the published code uses five photographs).
 N_TEXTURES = 5
+#: The package whose data files are the published photographs, and the five the corruption uses.
+PUBLISHED_PACKAGE = "imagecorruptions"
+PUBLISHED_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
+SYNTHETIC = "synthetic (nasrobust.noise.frost)"
 #: Side of each texture in pixels; a 224 px crop shows about a third of it, as with the photos.
 TEXTURE_SIZE = 640
 _SEEDS = (20190101, 20190102, 20190103, 20190104, 20190105)
@@ -122,14 +138,66 @@ def make_texture(index: int, size: int = TEXTURE_SIZE) -> np.ndarray:
     return np.round(rgb * 255.0).astype(np.uint8)
 
 
+def published_folder() -> Path | None:
+    """The ``frost`` data folder of an installed ``imagecorruptions``, found without importing its code."""
+    try:
+        spec = importlib.util.find_spec(PUBLISHED_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        folder = Path(root) / "frost"
+        if all((folder / name).is_file() for name in PUBLISHED_FILES):
+            return folder
+    return None
+
+
 @lru_cache(maxsize=None)
-def frost_textures() -> tuple[np.ndarray, ...]:
-    """All textures (drawn once per process, then cached)."""
+def frost_source() -> str:
+    """Which pictures :func:`frost_textures` returns: ``"published (imagecorruptions 1.1.2)"`` or :data:`SYNTHETIC`."""
+    if published_folder() is None:
+        return SYNTHETIC
+    return f"published ({PUBLISHED_PACKAGE} {importlib.metadata.version(PUBLISHED_PACKAGE)})"
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise NasRobustError(f"cannot read the frost picture {path}; reinstall {PUBLISHED_PACKAGE} "
+                             f"(pip install --force-reinstall {PUBLISHED_PACKAGE}) or uninstall it to use synthetic frost")
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+@lru_cache(maxsize=None)
+def published_textures() -> tuple[np.ndarray, ...]:
+    """The five published photographs (RGB ``uint8``); an error when ``imagecorruptions`` is not installed."""
+    folder = published_folder()
+    if folder is None:
+        raise NasRobustError(f"the published frost pictures need the {PUBLISHED_PACKAGE} package: "
+                             f"pip install {PUBLISHED_PACKAGE}")
+    return _frozen(_read_rgb(folder / name) for name in PUBLISHED_FILES)
+
+
+@lru_cache(maxsize=None)
+def synthetic_textures() -> tuple[np.ndarray, ...]:
+    """The five synthetic textures (drawn once per process, then cached)."""
     log.debug("drawing %d synthetic frost textures", N_TEXTURES)
-    textures = tuple(make_texture(i) for i in range(N_TEXTURES))
-    for t in textures:
+    return _frozen(make_texture(i) for i in range(N_TEXTURES))
+
+
+def _frozen(arrays) -> tuple[np.ndarray, ...]:
+    out = tuple(arrays)
+    for t in out:
         t.setflags(write=False)
-    return textures
+    return out
+
+
+def frost_textures() -> tuple[np.ndarray, ...]:
+    """The pictures the corruption uses (:func:`frost_source` says which)."""
+    return published_textures() if frost_source() != SYNTHETIC else synthetic_textures()
 
 
 @lru_cache(maxsize=16)
@@ -140,9 +208,4 @@ def scaled_textures(scale: float) -> tuple[np.ndarray, ...]:
 
     if scale == 1.0:
         return frost_textures()
-    out = []
-    for t in frost_textures():
-        s = cv2.resize(t, (0, 0), fx=scale, fy=scale)
-        s.setflags(write=False)
-        out.append(s)
-    return tuple(out)
+    return _frozen(cv2.resize(t, (0, 0), fx=scale, fy=scale) for t in frost_textures())

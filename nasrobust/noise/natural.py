@@ -41,6 +41,7 @@ from nasrobust.errors import NasRobustError
 from nasrobust.inference import predict
 from nasrobust.noise.base import CLEAN, SUITES, EvalContext, Measurement, MetricInfo, NoiseSuite, cached_tensor
 from nasrobust.noise.corruptions import CORRUPTION_NAMES, corrupt
+from nasrobust.noise.frost import frost_source
 from nasrobust.noise.perturbations import PERTURBATIONS, flip_probability, perturbation_sequence
 from nasrobust.options import option
 from nasrobust.records import Protocol
@@ -126,14 +127,15 @@ class NaturalNoise(NoiseSuite):
                 "fp_examples": min(self.options.fp_examples, ctx.n_examples),
                 "fp_length": self.options.fp_length or 0,
                 "storage": "uint8",
-                "frost_textures": "synthetic (nasrobust.noise.frost)",
+                "frost_textures": frost_source(),
                 "extra_folders": sorted(self.options.extra_folders),
             },
         )
 
     def _corrupted(self, ctx: EvalContext, name: str, severity: int) -> torch.Tensor:
         pset = self._set(ctx)
-        path = ctx.cache_path(self.name, kind="corruption", corruption=name, severity=severity, parameter_set=pset, seed=ctx.seed)
+        path = ctx.cache_path(self.name, kind="corruption", corruption=name, severity=severity, parameter_set=pset, seed=ctx.seed,
+                              frost_textures=frost_source())
 
         def make() -> torch.Tensor:
             index = CORRUPTION_NAMES.index(name)
@@ -160,7 +162,8 @@ class NaturalNoise(NoiseSuite):
         from tqdm.auto import tqdm
 
         jobs = [(c, s) for c in self.options.corruptions for s in self.options.severities]
-        for c, s in tqdm(jobs, desc="corrupting test set (cached)", leave=False, disable=not log.isEnabledFor(logging.INFO)):
+        for c, s in tqdm(jobs, desc="corrupting test set (cached)", leave=False,
+                         disable=not (ctx.progress and log.isEnabledFor(logging.INFO))):
             self._corrupted(ctx, c, s)
         for kind in self.options.fp_kinds:
             self._sequence(ctx, kind)

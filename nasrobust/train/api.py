@@ -56,8 +56,19 @@ def _standalone_evaluator(data: ImageData, recipe: Recipe, precise_bn: bool):
 
 def train_supernet(space_name: str, dataset: str | ImageData, recipe: Recipe, out: str | Path, *,
                    data_root: str | None = None, device: torch.device | None = None, progress: bool = True,
-                   keep_epochs: bool = False, **supernet_config) -> TrainResult:
-    """BigNAS-style sandwich training of ``space_name``'s supernet (its small variant for small images)."""
+                   force: bool = False, keep_epochs: bool = False, **supernet_config) -> TrainResult:
+    """BigNAS-style sandwich training of ``space_name``'s supernet (its small variant for small images).
+
+    ``force`` replaces a different run already in ``out`` (otherwise an error; the same run resumes);
+    ``keep_epochs`` keeps every epoch's weights as well (:func:`nasrobust.checkpoint.epoch_path`).
+    The recipe's ``kd_teacher`` is refused: the sandwich rule distils every subnet in place from the
+    largest one (BigNAS, sec. 3.1), so an external teacher would never be read.
+    """
+    if recipe.kd_teacher:
+        raise NasRobustError(
+            f"--kd-teacher {recipe.kd_teacher} is not used by supernet training: the sandwich rule distils every "
+            "subnet in place from the largest one (BigNAS); drop it here, and use it with `nasrobust train` "
+            "(e.g. when fine-tuning a subnet --from-supernet)")
     data = dataset if isinstance(dataset, ImageData) else load_dataset(dataset, root=data_root)
     space = space_for_data(space_name, data)
     info = data.info
@@ -70,20 +81,23 @@ def train_supernet(space_name: str, dataset: str | ImageData, recipe: Recipe, ou
     )
     make_step = lambda gen, rng, autocast: SandwichStep(recipe, gen, rng, autocast)  # noqa: E731
     trainer = Trainer(model, data, recipe, out, meta, make_step, _supernet_evaluator(data, recipe), device, progress,
-                      keep_epochs)
+                      keep_epochs, force=force)
     return trainer.fit()
 
 
 def train_standalone(space_name: str, arch: str | Arch, dataset: str | ImageData, recipe: Recipe, out: str | Path, *,
                      from_supernet: str | Path | None = None, data_root: str | None = None,
                      device: torch.device | None = None, progress: bool = True,
-                     build_kwargs: dict | None = None, keep_epochs: bool = False) -> TrainResult:
+                     build_kwargs: dict | None = None, force: bool = False, keep_epochs: bool = False) -> TrainResult:
     """Train ``arch`` from scratch, or fine-tune it starting from a supernet's weights.
 
     ``build_kwargs`` are extra ``space.build`` options (e.g. ``channels``/``cells_per_stage`` of
-    cell spaces); a fine-tuned subnet takes its supernet's. ``keep_epochs`` keeps every epoch's
-    weights as well (:func:`nasrobust.checkpoint.epoch_path`).
+    cell spaces); a fine-tuned subnet takes its supernet's. ``force`` replaces a different run
+    already in ``out``; ``keep_epochs`` keeps every epoch's weights as well
+    (:func:`nasrobust.checkpoint.epoch_path`). A ``kd_teacher`` checkpoint is read (and so
+    validated) before anything else.
     """
+    teacher_payload = checkpoint.read(recipe.kd_teacher) if recipe.kd_teacher else None
     data = dataset if isinstance(dataset, ImageData) else load_dataset(dataset, root=data_root)
     info = data.info
     parent = None
@@ -107,7 +121,7 @@ def train_standalone(space_name: str, arch: str | Arch, dataset: str | ImageData
                                     space.resolution(arch, info.image_size), info.mean, info.std)
     if arch.space != space.name:
         raise NasRobustError(f"architecture {arch.encoding} is not in space {space.name}")
-    teacher = _teacher(recipe, data, device)
+    teacher = _teacher(teacher_payload, recipe, data, device)
     meta = checkpoint.CheckpointMeta(
         kind="standalone", space=space.name, arch=arch.encoding, dataset=info.__dict__, recipe=recipe.to_dict(),
         parent=parent, data_root=data_root, build=build_kwargs or None,
@@ -116,19 +130,19 @@ def train_standalone(space_name: str, arch: str | Arch, dataset: str | ImageData
     precise_bn = recipe.precise_bn if recipe.precise_bn is not None else (
         from_supernet is not None and recipe.adversarial == "none")
     trainer = Trainer(model, data, recipe, out, meta, make_step, _standalone_evaluator(data, recipe, precise_bn), device,
-                      progress, keep_epochs)
+                      progress, keep_epochs, force=force)
     return trainer.fit()
 
 
-def _teacher(recipe: Recipe, data: ImageData, device: torch.device | None) -> nn.Module | None:
-    """The distillation teacher: a stand-alone checkpoint, or a supernet's BN-re-calibrated largest subnet.
+def _teacher(payload: dict | None, recipe: Recipe, data: ImageData, device: torch.device | None) -> nn.Module | None:
+    """The distillation teacher (``payload``: its checkpoint, already read): a stand-alone network, or a
+    supernet's BN-re-calibrated largest subnet.
 
     The supernet case lets a fine-tuned subnet keep learning from the largest subnet that taught
     it in-place during sandwich training (BigNAS / OFA style).
     """
-    if not recipe.kd_teacher:
+    if payload is None:
         return None
-    payload = checkpoint.read(recipe.kd_teacher)
     if checkpoint.meta_of(payload).kind == "supernet":
         supernet = checkpoint.supernet_from_payload(payload, recipe.kd_teacher)
         teacher = recalibrated_subnet(supernet, supernet.supernet.largest(), data, recipe.bn_recalib_images,

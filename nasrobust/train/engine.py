@@ -114,7 +114,9 @@ class Trainer:
         device: torch.device | None = None,
         progress: bool = True,
         keep_epochs: bool = False,
+        force: bool = False,
     ):
+        self.force = force
         self.device = device or distributed.local_device()
         deterministic_kernels(self.device)
         self.distributed = distributed.init(self.device)
@@ -154,14 +156,28 @@ class Trainer:
             num_workers=self.recipe.num_workers, pin_memory=self.device.type == "cuda",
         )
 
-    def _check_resumable(self, payload: dict[str, Any]) -> None:
-        old = checkpoint.meta_of(payload)
-        if old != self.meta:
+    def _resumable(self, ckpt_file: Path) -> dict[str, Any] | None:
+        """The checkpoint to resume from: the same run's, or ``None`` (none there, or a different run
+        that ``force`` replaces; without it a different run is an error)."""
+        if not ckpt_file.exists():
+            return None
+        try:
+            payload = checkpoint.read(ckpt_file)
+            old = checkpoint.meta_of(payload)
+        except (NasRobustError, TypeError) as exc:
+            if not self.force:
+                raise NasRobustError(f"{ckpt_file} cannot be resumed ({exc}); pass --force to start over") from None
+            return None
+        if old == self.meta:
+            return payload
+        if not self.force:
             diff = [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(self.meta, f.name)]
             raise NasRobustError(
                 f"{self.out} already holds a different run (differs in: {', '.join(diff)}); "
-                f"use another --out, or delete {checkpoint.checkpoint_path(self.out)} to start over"
+                "use another --out, or pass --force to replace it"
             )
+        log.info("replacing the different run in %s (--force)", self.out)
+        return None
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainResult:
@@ -187,9 +203,8 @@ class Trainer:
 
         start_epoch, history = 0, []
         ckpt_file = checkpoint.checkpoint_path(self.out)
-        if ckpt_file.exists():
-            payload = checkpoint.read(ckpt_file)
-            self._check_resumable(payload)
+        payload = self._resumable(ckpt_file)
+        if payload is not None:
             self.model.load_state_dict(payload["train_model"] if payload.get("train_model") is not None else payload["model"])
             optimizer.load_state_dict(payload["optimizer"])
             scheduler.load_state_dict(payload["scheduler"])
@@ -201,6 +216,8 @@ class Trainer:
                 log.info("%s is already complete (%d epochs)", ckpt_file, start_epoch)
                 return TrainResult(ckpt_file, history, payload["weights_id"], start_epoch)
             log.info("resuming %s from epoch %d of %d", ckpt_file, start_epoch, r.epochs)
+        elif distributed.is_main():
+            (self.out / "log.csv").unlink(missing_ok=True)  # a fresh run's log starts empty
         resumed_from = start_epoch
 
         for epoch in range(start_epoch, r.epochs):

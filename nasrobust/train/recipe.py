@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nasrobust.errors import NasRobustError
+from nasrobust.fieldtypes import check_fields
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "bignas", "constant")
@@ -104,6 +105,7 @@ class Recipe:
         unknown = set(data) - known
         if unknown:
             raise NasRobustError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
+        check_fields(cls, data, "recipe")
         if isinstance(data.get("sandwich"), dict):
             data["sandwich"] = SandwichConfig(**data["sandwich"])
         return cls(**data)
