@@ -31,7 +31,7 @@ COLUMNS = [
     ("system", "summary", 0.0, "worst", "system worst", "{:.2f}"),
     ("certified", "ibp_linf", 0.0, "radius_mean", "IBP radius", "{:.1e}"),
     ("certified", "ibp_linf", 0.1, "certified_accuracy", "IBP cert. 0.1", "{:.2f}"),
-    ("certified", "jacobian_linf", 0.1, "jacobian_bound", "Jacobian bound 0.1", "{:.1f}"),
+    ("certified", "jacobian_linf", 0.1, "jacobian_estimate", "Jacobian estimate 0.1", "{:.1f}"),
 ]
 SANITY = ("eps0_equals_clean", "monotonic_in_eps", "aa_le_pgd_le_fgsm", "no_zero_gradients")
 

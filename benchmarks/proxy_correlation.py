@@ -110,7 +110,7 @@ HEADLINE = [
     ("system", "summary", 0.0, "mean", "system-noise mean accuracy"),
     ("system", "summary", 0.0, "worst", "system-noise worst accuracy"),
     ("certified", "ibp_linf", 0.0, "radius_mean", "IBP Linf radius"),
-    ("certified", "jacobian_linf", 0.1, "jacobian_bound", "Jacobian bound, eps 0.1"),
+    ("certified", "jacobian_linf", 0.1, "jacobian_estimate", "Jacobian estimate, eps 0.1"),
 ]
 
 

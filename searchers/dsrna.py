@@ -5,9 +5,9 @@ DSRNA runs DARTS with the upper-level objective ``L_val - gamma * R`` (``gamma =
 ``R`` is a differentiable robustness measure of the soft supernet evaluated on the validation
 batch, so its gradient reaches the architecture parameters:
 
-* ``dsrna-jacobian``: the Jacobian norm bound ``R_J = -(eps / K) sum_k ||grad_x f_k(x)||_q``
-  (dual norm ``q`` of the threat model's ``p``), a first-order bound on how far the ``K`` logits
-  move under a perturbation of norm ``eps``; from :func:`nasrobust.bounds.jacobian_bound`, taken
+* ``dsrna-jacobian``: DSRNA's Jacobian norm "bound" ``R_J = -(eps / K) sum_k ||grad_x f_k(x)||_q``
+  (dual norm ``q`` of the threat model's ``p``), a first-order estimate at ``x`` (not a bound over
+  the ball) of how far the ``K`` logits move under a perturbation of norm ``eps``; from :func:`nasrobust.bounds.jacobian_estimate`, taken
   w.r.t. the ``[0, 1]`` input image (normalisation is inside the model) at the logit layer.
 * ``dsrna-cb``: a certified lower bound. DSRNA computes a certified lower bound with linear
   relaxations of the network (CNN-Cert / Fast-Lin style) and maximises it. **Deviation**: the
@@ -32,7 +32,7 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-from nasrobust.bounds import BoundGraph, jacobian_bound
+from nasrobust.bounds import BoundGraph, jacobian_estimate
 from nasrobust.diffsearch import DifferentiableSearcher, DiffOptions, Params, Regularizer, RegularizerSum, with_params
 from nasrobust.search import register_searcher
 
@@ -46,7 +46,7 @@ class JacobianRegularizer(Regularizer):
     name: ClassVar[str] = "jacobian"
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: Params | None = None) -> torch.Tensor:
-        return jacobian_bound(with_params(model, params), x, self.eps, self.norm, create_graph=True).mean()
+        return jacobian_estimate(with_params(model, params), x, self.eps, self.norm, create_graph=True).mean()
 
 
 class CertifiedMarginRegularizer(Regularizer):

@@ -92,7 +92,7 @@ def test_level_and_column_names():
     assert direction("adversarial/pgd_linf/accuracy@8/255") == 1
     assert direction("natural/gaussian_noise/relative_ce") == -1 and direction("natural/fp/translate/fp") == -1
     assert direction("certified/jacobian_linf/jacobian_norm_mean") == -1
-    assert direction("certified/jacobian_linf/jacobian_bound@0.1") == 1
+    assert direction("certified/jacobian_linf/jacobian_estimate@0.1") == 1
 
 
 # ----------------------------------------------------------------------------- the table

@@ -19,8 +19,8 @@ def test_summary_rows_show_every_suite_at_its_largest_level(tmp_path):
         ("adversarial", "worst_case", 1.0, "accuracy", 0.05),
         ("natural", "mce", 0.0, "mce", 1.25),
         ("certified", "ibp_linf", 0.0, "radius_mean", 0.004),
-        ("certified", "jacobian_linf", 0.1, "jacobian_bound", -3.5),
-        ("certified", "jacobian_linf", 0.3, "jacobian_bound", -10.5),
+        ("certified", "jacobian_linf", 0.1, "jacobian_estimate", -3.5),
+        ("certified", "jacobian_linf", 0.3, "jacobian_estimate", -10.5),
     ]
     with open_results(tmp_path / "r.db", create=True) as store:
         store.write_many(Record(ResultKey("nb201", enc, "w0", "mnist5k", s, n, lv, m), v, PROTOCOL)
@@ -32,5 +32,5 @@ def test_summary_rows_show_every_suite_at_its_largest_level(tmp_path):
     assert row["worst-case acc"] == 0.05
     assert row["mCE"] == 1.25
     assert row["IBP Linf radius"] == 0.004
-    assert row["Jacobian bound (max eps)"] == -10.5
+    assert row["Jacobian estimate (max eps)"] == -10.5
     assert row["system mean"] == "-"  # a suite that did not run shows a dash
