@@ -111,3 +111,17 @@ def test_classify_signs():
                          "replicate": [0, 1, 0, 1], "r": [0.5, 0.4, 0.5, -0.5], "p_adj": 0.01, "significant": True})
     out = classify(rows, "spearman").set_index("factor")["status"]
     assert out["a"] == "finding" and out["b"] == "not replicated"
+
+
+def test_cli_runs(planted, tmp_path, capsys):
+    from nasrobust.cli.main import main
+
+    path, runs = planted
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("".join(f'[[runs]]\nweights_id = "{r.weights_id}"\nreplicate = {r.replicate}\nkind = "{r.kind}"\n'
+                           for r in runs))
+    out = tmp_path / "cli"
+    assert main(["analyze", "--db", str(path), "--runs", str(cfg), "--out", str(out), "--n-boot", "50"]) == 0
+    assert (out / "replication.md").exists()
+    assert main(["analyze", "--db", str(path), "--runs", str(cfg), "--out", str(out), "--n-boot", "50"]) == 2
+    assert "--force" in capsys.readouterr().err
