@@ -20,7 +20,7 @@ import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ import scipy.stats as sps
 from nasrobust.analysis import correlation, stats
 from nasrobust.analysis.table import ResultTable, Source, build_table, open_source
 from nasrobust.errors import NasRobustError
+
+if TYPE_CHECKING:
+    from nasrobust.store import ResultStore
 
 KINDS = ("supernet", "standalone")
 
@@ -63,7 +66,9 @@ def read_runs(path: str | Path) -> list[RunLabel]:
         if unknown or "weights_id" not in r:
             raise NasRobustError(f"{path}: run {i} needs weights_id and only {', '.join(sorted(allowed))} "
                                  f"(got {', '.join(sorted(r))})")
-        label = RunLabel(**{k: (str(v) if k in ("weights_id", "technique", "kind") else int(v)) for k, v in r.items()})
+        label = RunLabel(weights_id=str(r["weights_id"]), technique=str(r.get("technique", "standard")),
+                         replicate=int(r.get("replicate", 0)), seed=int(r.get("seed", 0)),
+                         kind=str(r.get("kind", "supernet")))
         if label.kind not in KINDS:
             raise NasRobustError(f"{path}: run {i} kind {label.kind!r}; use one of {', '.join(KINDS)}")
         out.append(label)
@@ -119,7 +124,7 @@ def _boot_tau(a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- the tables
-def _tables(store, runs: Sequence[RunLabel], o: ReplicationOptions) -> dict[RunLabel, ResultTable]:
+def _tables(store: "ResultStore", runs: Sequence[RunLabel], o: ReplicationOptions) -> dict[RunLabel, ResultTable]:
     out = {}
     for run in runs:
         if run.kind != "supernet":
@@ -259,7 +264,7 @@ def ranking_agreement(tables: dict[RunLabel, ResultTable], o: ReplicationOptions
     return pd.DataFrame(rows)
 
 
-def standalone_agreement(store, runs: Sequence[RunLabel], tables: dict[RunLabel, ResultTable],
+def standalone_agreement(store: "ResultStore", runs: Sequence[RunLabel], tables: dict[RunLabel, ResultTable],
                          o: ReplicationOptions) -> pd.DataFrame:
     """Per technique and metric: Kendall tau between the supernet ranking (mean over replicates) and the
     stand-alone ranking of the checked subnets; bootstrap CI and a permutation p (N is small)."""
@@ -290,7 +295,7 @@ def standalone_agreement(store, runs: Sequence[RunLabel], tables: dict[RunLabel,
     return pd.DataFrame(rows)
 
 
-def _n_examples(store, tables: dict[RunLabel, ResultTable]) -> dict[str, int]:
+def _n_examples(store: "ResultStore", tables: dict[RunLabel, ResultTable]) -> dict[str, int]:
     """Test images behind each metric column (the smallest protocol n_examples among the runs)."""
     table = next(iter(tables.values()))
     weights_ids = [r.weights_id for r in tables]
