@@ -125,3 +125,13 @@ def test_cli_runs(planted, tmp_path, capsys):
     assert (out / "replication.md").exists()
     assert main(["analyze", "--db", str(path), "--runs", str(cfg), "--out", str(out), "--n-boot", "50"]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_technique_x_factor(planted, tmp_path):
+    """rep1 relabelled as another technique: resolution's relation flips sign (it changes), depth's does not."""
+    path, _ = planted
+    runs = [RunLabel("rep0", technique="standard"), RunLabel("rep1", technique="pgd-at")]
+    replication_report(path, runs, tmp_path / "t", ReplicationOptions(n_boot=200, seed=0))
+    diffs = pd.read_csv(tmp_path / "t" / "tables" / "replication_technique_differences.csv").set_index("factor")
+    assert bool(diffs.loc["resolution", "changes"]) and diffs.loc["resolution", "diff_b_minus_a"] > 0.5
+    assert not bool(diffs.loc["depth", "changes"])
