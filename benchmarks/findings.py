@@ -149,7 +149,7 @@ def robustart(store, wids: dict, n: int) -> tuple[list[str], list[str]]:
             verdict = "**not reproduced at this scale** (no improvement beyond the sampling error)"
         rows.append(f"| {suite} | `{noise}` {metric} | {seeds_txt} | {len(cond_diffs)} | "
                     f"{mean * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}] | {verdict} |")
-        verdicts.append(f"{suite} {verdict.strip('*').split('*')[0]} ({mean * 100:+.1f} [{low * 100:+.1f}, "
+        verdicts.append(f"{suite}: **{verdict.split('**')[1]}** ({mean * 100:+.1f} [{low * 100:+.1f}, "
                         f"{high * 100:+.1f}] points)")
     return rows, verdicts
 
@@ -181,12 +181,12 @@ def dsrna_status() -> list[str]:
     return note + [""] + table
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="bench_out/findings")
     ap.add_argument("--md", default=str(HERE / "findings.md"))
     ap.add_argument("--force", action="store_true", help="overwrite an existing --md")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     md = Path(args.md)
     if md.exists() and not args.force:
         print(f"error: {md} exists; pass --force to overwrite it", file=sys.stderr)
