@@ -16,6 +16,11 @@ batch, so its gradient reaches the architecture parameters:
   f_k)`` over the Linf (or L2) ball of radius ``eps`` (CROWN-IBP by default, from
   :class:`nasrobust.bounds.BoundGraph`, the evaluator's certified suite's engine): the quantity whose
   positivity certifies the example, linear in the same relaxations and differentiable in alpha.
+  **Scale normalisation** (this project's fix, issue 15): on a barely trained supernet the raw bound is
+  -4e6 .. -3e8, so ``gamma * R_CB`` swamps ``L_val`` and acts as a gain penalty that picks
+  parameter-free operations. ``R_CB`` therefore enters the loss divided by its own detached batch
+  magnitude ``mean |margin|`` (``normalize=True``, the default): the gradient keeps the bound's
+  direction (which operations raise the worst-case margin relative to the others) but not its scale.
 * ``dsrna-combined``: ``R = R_CB + R_J`` (both terms weighted by the same ``gamma``).
 
 Both measures are computed in eval mode (BN running statistics; see :mod:`nasrobust.diffsearch`).
@@ -58,8 +63,8 @@ class CertifiedMarginRegularizer(Regularizer):
 
     name: ClassVar[str] = "certified_margin"
 
-    def __init__(self, eps: float = 0.1, norm: str = "linf", method: str = "crown-ibp"):
-        self.eps, self.norm, self.method = float(eps), norm, method
+    def __init__(self, eps: float = 0.1, norm: str = "linf", method: str = "crown-ibp", normalize: bool = True):
+        self.eps, self.norm, self.method, self.normalize = float(eps), norm, method, bool(normalize)
         self._graphs: dict[tuple[int, tuple[int, ...]], BoundGraph] = {}
 
     def graph(self, model: nn.Module, x: torch.Tensor) -> BoundGraph:
@@ -72,10 +77,16 @@ class CertifiedMarginRegularizer(Regularizer):
         graph = self.graph(model, x)
         with graph.using(dict(params or {})):
             margins = graph.margin_lower(x, y, self.eps, self.norm, self.method)
-        return margins.min(dim=1).values.mean()
+        worst = margins.min(dim=1).values
+        if not self.normalize:
+            return worst.mean()
+        # scale-free: divide by the detached batch magnitude, so the regulariser's gradient has the
+        # size of L_val's whatever the bound's raw scale (1e6..1e8 on an untrained supernet)
+        return worst.mean() / worst.detach().abs().mean().clamp_min(1e-12)
 
     def __repr__(self) -> str:
-        return f"CertifiedMarginRegularizer(eps={self.eps}, norm={self.norm!r}, method={self.method!r})"
+        return (f"CertifiedMarginRegularizer(eps={self.eps}, norm={self.norm!r}, method={self.method!r}, "
+                f"normalize={self.normalize})")
 
 
 @dataclass(frozen=True)
