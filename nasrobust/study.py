@@ -132,7 +132,8 @@ class StudyConfig:
         for suite, given in options.items():  # a bad option fails now, not after the supernet is trained
             SUITES.get_class(suite).from_options(given)
         eval_archs = self.eval_archs if self.eval_archs is not None else p.eval_archs
-        recipe = Recipe.from_dict({**get_preset(self.preset).to_dict(), **self.recipe}).to_dict()
+        # the study seed trains the supernet unless the recipe names its own seed (it used to be the preset's 0 always)
+        recipe = Recipe.from_dict({**get_preset(self.preset).to_dict(), "seed": self.seed, **self.recipe}).to_dict()
         return dataclasses.replace(
             self, protocol=name, eval_archs=min(eval_archs or self.n, self.n),
             n_examples=self.n_examples if self.n_examples is not None else p.n_examples,

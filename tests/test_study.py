@@ -77,6 +77,17 @@ def test_config_round_trips_and_resolves(tmp_path):
     assert g.protocol == "full" and g.eval_archs == 50
 
 
+def test_study_seed_reaches_the_supernet_recipe(tmp_path):
+    """`study --seed` trains the supernet with that seed (it used to be the preset's 0 whatever --seed said)."""
+    assert StudyConfig(space="bignas", n=5, seed=7).resolved(has_gpu=False).recipe["seed"] == 7
+    assert StudyConfig(space="bignas", n=5, seed=0).resolved(has_gpu=False).recipe["seed"] == 0
+    # an explicit recipe seed still wins, and the resolved config round-trips through TOML
+    r = StudyConfig(space="bignas", n=5, seed=7, out=str(tmp_path / "s"), recipe={"seed": 3}).resolved(has_gpu=False)
+    assert r.recipe["seed"] == 3
+    (tmp_path / "config.toml").write_text(r.to_toml())
+    assert StudyConfig.from_toml(tmp_path / "config.toml").resolved(has_gpu=False) == r
+
+
 def test_bad_configs_are_clear(tmp_path):
     with pytest.raises(NasRobustError, match="unknown space"):
         StudyConfig(space="nope").resolved(False)
