@@ -109,6 +109,7 @@ class StudyConfig:
     batch_size: int = 256
     n_boot: int = 1000
     cache_dir: str | None = None
+    replicates: int = 1  # supernets trained with seeds recipe.seed + r, r = 0..K-1; the same subnets scored in each
 
     # ------------------------------------------------------------------ resolution
     def resolved(self, has_gpu: bool) -> "StudyConfig":
@@ -121,6 +122,8 @@ class StudyConfig:
         check_supernet_options(get_space(self.space), self.supernet)  # unknown space or option: before any work
         if self.n < 1:
             raise NasRobustError(f"--n must be >= 1, got {self.n}")
+        if self.replicates < 1:
+            raise NasRobustError(f"--replicates must be >= 1, got {self.replicates}")
         name = ("full" if has_gpu else "cpu") if self.protocol == "auto" else self.protocol
         if name not in PROTOCOLS:
             raise NasRobustError(f"unknown protocol {self.protocol!r}; valid: auto, {', '.join(PROTOCOLS)}")
@@ -165,6 +168,7 @@ class StudyConfig:
             raise NasRobustError(f"no study config at {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise NasRobustError(f"{path} is not valid TOML: {exc}") from None
+        data.pop("runs", None)  # the [[runs]] table records what ran (Study.record_run); it is no setting
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -228,6 +232,25 @@ class Study:
     def supernet_dir(self) -> Path:
         return self.out / "supernet"
 
+    def replicate_dir(self, replicate: int) -> Path:
+        """Replicate 0 trains in ``supernet/`` (the one-replicate layout), replicate r in ``supernet-r{r}/``."""
+        return self.supernet_dir if replicate == 0 else self.out / f"supernet-r{replicate}"
+
+    def replicate_seed(self, replicate: int) -> int:
+        """Training seed of a replicate: the resolved recipe seed (the study seed by default) plus r."""
+        return int(self.config.recipe["seed"]) + replicate
+
+    def record_run(self, ckpt: Path, *, replicate: int, technique: str = "standard", kind: str = "supernet") -> None:
+        """Append the run to config.toml's ``[[runs]]`` (coord RUNS.md) unless it is there already (resume)."""
+        from nasrobust import checkpoint
+
+        run = {"weights_id": checkpoint.read(ckpt)["weights_id"], "technique": technique, "replicate": replicate,
+               "seed": self.replicate_seed(replicate), "kind": kind}
+        if run in tomllib.loads(self.config_file.read_text()).get("runs", []):
+            return
+        with self.config_file.open("a") as f:
+            f.write("\n" + tomli_w.dumps({"runs": [run]}))
+
     @property
     def db(self) -> Path:
         return self.out / "results.db"
@@ -247,11 +270,16 @@ class Study:
         distributed.barrier()
         data = load_dataset(self.config.dataset, root=self.config.data_root)
         archs = self._timed("sample", lambda: self.sample(data))
-        ckpt = self._timed("train", lambda: self.train(data))
-        self._timed("evaluate", lambda: self.evaluate(data, archs[: self.config.eval_archs], ckpt))
+        ckpts = []
+        for r in range(self.config.replicates):  # one supernet per replicate, the same subnets scored in each
+            ckpt = self._timed("train", lambda: self.train(data, replicate=r))
+            if distributed.is_main():
+                self.record_run(ckpt, replicate=r)
+            self._timed("evaluate", lambda: self.evaluate(data, archs[: self.config.eval_archs], ckpt))
+            ckpts.append(ckpt)
         distributed.barrier()
         report = self._timed("analyze", self.analyze) if distributed.is_main() else None
-        return StudyResult(self.out, self.archs_file, ckpt, self.db, report, self.config.eval_archs, dict(self.seconds))
+        return StudyResult(self.out, self.archs_file, ckpts[0], self.db, report, self.config.eval_archs, dict(self.seconds))
 
     def _timed(self, stage: str, fn):
         from nasrobust import distributed
@@ -261,7 +289,7 @@ class Study:
             log.info("stage %d/4: %s", stages.index(stage) + 1, stage)
         t0 = time.perf_counter()
         result = fn()
-        self.seconds[stage] = time.perf_counter() - t0
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0  # summed over replicates
         if distributed.is_main():
             log.info("stage %s done in %.0f s", stage, self.seconds[stage])
         return result
@@ -291,7 +319,7 @@ class Study:
         log.info("replacing the study in %s (--force)", self.out)
         for path in (self.config_file, self.archs_file, *(self.db.with_name(self.db.name + x) for x in ("", "-wal", "-shm"))):
             path.unlink(missing_ok=True)
-        for folder in (self.supernet_dir, self.report_dir):
+        for folder in (self.supernet_dir, *self.out.glob("supernet-r*"), self.report_dir):
             shutil.rmtree(folder, ignore_errors=True)
 
     # ------------------------------------------------------------------ stages
@@ -309,18 +337,19 @@ class Study:
             log.info("sampled %d %s architectures -> %s", len(archs), space.name, self.archs_file)
         return archs
 
-    def train(self, data) -> Path:
-        """Sandwich-train the supernet, or reuse / resume the one in ``out/supernet``."""
+    def train(self, data, replicate: int = 0) -> Path:
+        """Sandwich-train a replicate's supernet, or reuse / resume the one in its folder."""
         from nasrobust import checkpoint
         from nasrobust.train.api import train_supernet
         from nasrobust.train.recipe import Recipe
 
-        ckpt = checkpoint.checkpoint_path(self.supernet_dir)
+        folder = self.replicate_dir(replicate)
+        ckpt = checkpoint.checkpoint_path(folder)
         if ckpt.exists() and checkpoint.read(ckpt).get("finished"):
             log.info("reusing the finished supernet %s", ckpt)
             return ckpt
-        recipe = Recipe.from_dict(dict(self.config.recipe))
-        result = train_supernet(self.config.space, data, recipe, self.supernet_dir, data_root=self.config.data_root,
+        recipe = Recipe.from_dict({**self.config.recipe, "seed": self.replicate_seed(replicate)})
+        result = train_supernet(self.config.space, data, recipe, folder, data_root=self.config.data_root,
                                 device=self.device, progress=self.progress, **dict(self.config.supernet))
         return result.checkpoint
 

@@ -126,3 +126,32 @@ def test_torchrun_study_merges_into_one_store(study, tmp_path):
     with open_results(out / "results.db", create=False) as store:
         assert {r.rank for r in store.runs()} == {0, 1}
     assert (out / "report" / "report.html").exists()
+
+
+def test_replicates_score_the_same_subnets_under_two_weights(tmp_path):
+    """`--replicates 2`: two supernets (seeds 0 and 1), the same subnets in each, told apart by weights_id;
+    config.toml records them as [[runs]] and still reproduces the study."""
+    import tomllib
+
+    out = tmp_path / "s"
+    args = [*TINY, "--suites", "adversarial", "--n-examples", "20", "--replicates", "2", "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main(["study", *args]) == 0
+    runs = tomllib.loads((out / "config.toml").read_text())["runs"]
+    assert [(r["replicate"], r["seed"], r["kind"], r["technique"]) for r in runs] == [
+        (0, 0, "supernet", "standard"), (1, 1, "supernet", "standard")]
+    assert len({r["weights_id"] for r in runs}) == 2
+    with open_results(out / "results.db", create=False) as store:
+        by_weights: dict[str, set] = {}
+        for row in store.query():
+            by_weights.setdefault(row.key.weights_id, set()).add(row.key.encoding)
+    assert set(by_weights) == {r["weights_id"] for r in runs}
+    first, second = by_weights.values()
+    assert first == second and len(first) >= 5
+    assert main(["study", "--config", str(out / "config.toml"), "--no-progress"]) == 0  # resumes: nothing new
+    assert tomllib.loads((out / "config.toml").read_text())["runs"] == runs
+
+
+def test_zero_replicates_is_a_clear_error(tmp_path):
+    with pytest.raises(NasRobustError, match="--replicates must be >= 1"):
+        StudyConfig(space="bignas", n=5, replicates=0).resolved(has_gpu=False)
