@@ -367,11 +367,21 @@ class Study:
         from nasrobust.store import open_results
 
         c = self.config
-        with open_results(self.db, readonly=True) as store:
-            report = build_report(store, self.report_dir, ReportOptions(space=c.space, dataset=c.dataset, n_boot=c.n_boot,
-                                                                          seed=c.seed),
-                                  command=f"nasrobust analyze --db {self.db} --out {self.report_dir} --space {c.space} "
-                                          f"--dataset {c.dataset} --n-boot {c.n_boot} --seed {c.seed}")
-        for note in report.notes:
-            log.info("report note: %s", note)
-        return report.html
+        # MERGE (coord RUNS.md): with several runs, replace this per-run loop by the replication analysis,
+        # nasrobust.analysis.replication (`nasrobust analyze --runs config.toml`), passing n_subnets=c.eval_archs and
+        # n_examples=c.n_examples for the power note. One run keeps today's single report in report/.
+        runs = tomllib.loads(self.config_file.read_text()).get("runs", [])
+        wids = [None] if len(runs) <= 1 else [r["weights_id"] for r in runs]
+        htmls = []
+        for wid in wids:
+            folder = self.report_dir if wid is None else self.report_dir / wid
+            only = "" if wid is None else f" --weights-id {wid}"
+            with open_results(self.db, readonly=True) as store:
+                report = build_report(store, folder, ReportOptions(space=c.space, dataset=c.dataset, n_boot=c.n_boot,
+                                                                   seed=c.seed, weights_id=wid),
+                                      command=f"nasrobust analyze --db {self.db} --out {folder} --space {c.space} "
+                                              f"--dataset {c.dataset} --n-boot {c.n_boot} --seed {c.seed}{only}")
+            for note in report.notes:
+                log.info("report note: %s", note)
+            htmls.append(report.html)
+        return htmls[0]

@@ -148,6 +148,7 @@ def test_replicates_score_the_same_subnets_under_two_weights(tmp_path):
     assert set(by_weights) == {r["weights_id"] for r in runs}
     first, second = by_weights.values()
     assert first == second and len(first) >= 5
+    assert all((out / "report" / r["weights_id"] / "report.html").exists() for r in runs)  # one report per run
     assert main(["study", "--config", str(out / "config.toml"), "--no-progress"]) == 0  # resumes: nothing new
     assert tomllib.loads((out / "config.toml").read_text())["runs"] == runs
 
