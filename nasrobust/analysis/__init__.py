@@ -9,6 +9,8 @@
 * :class:`Surrogate` -- a cross-validated predictor of one metric for unevaluated architectures;
 * :func:`layer_cka` / :func:`block_structure` -- minibatch CKA between layers (torch, lazy);
   :mod:`~nasrobust.analysis.cka_compare` adds bootstrap intervals and per-layer comparisons;
+* :func:`replication_report` -- findings that replicate across supernet seeds, technique x factor
+  effects, supernet vs stand-alone agreement (``nasrobust analyze --runs config.toml``);
 * :func:`build_report` -- all of it as HTML + Markdown + CSV (``nasrobust analyze``).
 
 Every function returns pandas DataFrames (or frozen dataclasses holding them). The modules
@@ -29,6 +31,7 @@ from nasrobust.analysis.ranking import (
     rank_groups,
     ranking_agreement,
 )
+from nasrobust.analysis.replication import ReplicationOptions, RunLabel, read_runs, replication_report
 from nasrobust.analysis.table import ResultTable, build_table, metric_column, table_from_frame
 
 _LAZY = {
@@ -49,6 +52,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ReplicationOptions",
+    "RunLabel",
+    "read_runs",
+    "replication_report",
     "Effects",
     "ResultTable",
     "agreement_matrix",

@@ -47,6 +47,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pareto-metric", help="robust metric of the Pareto plot (default: per noise group, its most spread column)")
     p.add_argument("--top", type=positive_int, default=6, help="relations / effects plotted")
     p.add_argument("--min-archs", type=positive_int, default=3, help="fewest architectures a column needs")
+    p.add_argument("--runs", help="a study's config.toml with [[runs]]: write the replicated-findings report "
+                                  "(per-replicate + pooled estimates, cross-replicate and stand-alone agreement)")
     add_force(p, "a report already in --out")
     p.set_defaults(func=cmd_analyze)
 
@@ -54,6 +56,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------- analyze
 #: The files of a finished report; their presence in --out needs --force.
 REPORT_FILES = ("report.html", "report.md")
+#: The file of a finished replication report.
+REPLICATION_FILES = ("replication.md",)
 
 
 def _options(args: argparse.Namespace):
@@ -99,6 +103,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise NasRobustError(f"--n-boot must be >= 0, got {args.n_boot}")
     if not Path(args.db).exists():
         raise NasRobustError(f"no result store at {args.db}; create one with `nasrobust evaluate ... --db {args.db}`")
+    if getattr(args, "runs", None):
+        return _cmd_replication(args)
     check_output(args.out, force=args.force, folder=True, inputs=[("--db", args.db)], result=REPORT_FILES)
     with open_results(args.db, readonly=True) as store:
         report = build_report(store, args.out, _options(args), command=_command(args))
@@ -107,4 +113,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
           f"{len(report.tables)} CSV tables in {report.out / 'tables'})")
     for note in report.notes:
         print(f"note: {note}")
+    return 0
+
+
+def _cmd_replication(args: argparse.Namespace) -> int:
+    """``analyze --runs``: the replicated-findings report (nasrobust.analysis.replication)."""
+    from nasrobust.analysis.replication import ReplicationOptions, read_runs, replication_report
+    from nasrobust.outputs import check_output
+
+    runs = read_runs(args.runs)
+    check_output(args.out, force=args.force, folder=True, inputs=[("--db", args.db), ("--runs", args.runs)],
+                 result=REPLICATION_FILES)
+    options = ReplicationOptions(
+        space=args.space, dataset=args.dataset, metrics=tuple(args.metrics) if args.metrics else None,
+        exclude=tuple(args.exclude) if args.exclude else None, methods=args.methods, n_boot=args.n_boot,
+        seed=args.seed, correction=args.correction, alpha=args.alpha, min_archs=args.min_archs,
+    )
+    path = replication_report(args.db, runs, args.out, options)
+    print(f"wrote {path}")
     return 0
