@@ -367,9 +367,10 @@ class Study:
         from nasrobust.store import open_results
 
         c = self.config
-        # MERGE (coord RUNS.md): with several runs, replace this per-run loop by the replication analysis,
-        # nasrobust.analysis.replication (`nasrobust analyze --runs config.toml`), passing n_subnets=c.eval_archs and
-        # n_examples=c.n_examples for the power note. One run keeps today's single report in report/.
+        # Several runs (replicates x techniques, coord RUNS.md): one report per run under report/<weights_id>/ and
+        # the replicated-findings report (report/replication.md, report/tables/replication_*.csv) over all of them.
+        # Its power note counts the subnets and test images from the store (the ones the study scored).
+        # One run keeps today's single report in report/.
         runs = tomllib.loads(self.config_file.read_text()).get("runs", [])
         wids = [None] if len(runs) <= 1 else [r["weights_id"] for r in runs]
         htmls = []
@@ -384,4 +385,10 @@ class Study:
             for note in report.notes:
                 log.info("report note: %s", note)
             htmls.append(report.html)
+        if len(runs) > 1:
+            from nasrobust.analysis.replication import ReplicationOptions, replication_report
+
+            md = replication_report(self.db, self.config_file, self.report_dir,
+                                    ReplicationOptions(space=c.space, dataset=c.dataset, n_boot=c.n_boot, seed=c.seed))
+            log.info("replicated findings -> %s", md)
         return htmls[0]

@@ -149,6 +149,10 @@ def test_replicates_score_the_same_subnets_under_two_weights(tmp_path):
     first, second = by_weights.values()
     assert first == second and len(first) >= 5
     assert all((out / "report" / r["weights_id"] / "report.html").exists() for r in runs)  # one report per run
+    replication = (out / "report" / "replication.md").read_text()  # the replicated-findings report over both runs
+    assert "## Findings (replicated)" in replication and "## Not replicated" in replication
+    assert "standard x 2 replicate(s)" in replication
+    assert (out / "report" / "tables" / "replication_classified.csv").exists()
     assert main(["study", "--config", str(out / "config.toml"), "--no-progress"]) == 0  # resumes: nothing new
     assert tomllib.loads((out / "config.toml").read_text())["runs"] == runs
 
