@@ -110,12 +110,13 @@ class StudyConfig:
     n_boot: int = 1000
     cache_dir: str | None = None
     replicates: int = 1  # supernets trained with seeds recipe.seed + r, r = 0..K-1; the same subnets scored in each
+    techniques: tuple[str, ...] = ("standard",)  # train.recipe.TECHNIQUES names or presets; one supernet each x replicate
 
     # ------------------------------------------------------------------ resolution
     def resolved(self, has_gpu: bool) -> "StudyConfig":
         """Fill every 'auto' / unset field from the protocol and the recipe preset."""
         from nasrobust.space import get_space
-        from nasrobust.train.recipe import Recipe, get_preset
+        from nasrobust.train.recipe import Recipe, check_technique, get_preset
 
         from nasrobust.supernet import check_supernet_options
 
@@ -124,6 +125,10 @@ class StudyConfig:
             raise NasRobustError(f"--n must be >= 1, got {self.n}")
         if self.replicates < 1:
             raise NasRobustError(f"--replicates must be >= 1, got {self.replicates}")
+        if not self.techniques or len(set(self.techniques)) != len(self.techniques):
+            raise NasRobustError(f"--techniques must name each technique once, got {','.join(self.techniques)!r}")
+        for technique in self.techniques:  # before any work
+            check_technique(technique)
         name = ("full" if has_gpu else "cpu") if self.protocol == "auto" else self.protocol
         if name not in PROTOCOLS:
             raise NasRobustError(f"unknown protocol {self.protocol!r}; valid: auto, {', '.join(PROTOCOLS)}")
@@ -178,8 +183,9 @@ class StudyConfig:
 
         check_fields(cls, data, str(path))
         check_fields(Recipe, data.get("recipe", {}), f"{path} [recipe]")
-        if "suites" in data:
-            data["suites"] = tuple(data["suites"])
+        for key in ("suites", "techniques"):
+            if key in data:
+                data[key] = tuple(data[key])
         data["suite_options"] = {s: {k: tuple(v) if isinstance(v, list) else v for k, v in o.items()}
                                  for s, o in data.get("suite_options", {}).items()}
         return cls(**data)
@@ -232,9 +238,11 @@ class Study:
     def supernet_dir(self) -> Path:
         return self.out / "supernet"
 
-    def replicate_dir(self, replicate: int) -> Path:
-        """Replicate 0 trains in ``supernet/`` (the one-replicate layout), replicate r in ``supernet-r{r}/``."""
-        return self.supernet_dir if replicate == 0 else self.out / f"supernet-r{replicate}"
+    def replicate_dir(self, replicate: int, technique: str = "standard") -> Path:
+        """Replicate 0 trains in ``supernet/`` (the one-replicate layout), replicate r in ``supernet-r{r}/``;
+        a technique other than ``standard`` in ``supernet-{technique}/`` and ``supernet-{technique}-r{r}/``."""
+        name = "supernet" if technique == "standard" else f"supernet-{technique}"
+        return self.out / (name if replicate == 0 else f"{name}-r{replicate}")
 
     def replicate_seed(self, replicate: int) -> int:
         """Training seed of a replicate: the resolved recipe seed (the study seed by default) plus r."""
@@ -271,12 +279,13 @@ class Study:
         data = load_dataset(self.config.dataset, root=self.config.data_root)
         archs = self._timed("sample", lambda: self.sample(data))
         ckpts = []
-        for r in range(self.config.replicates):  # one supernet per replicate, the same subnets scored in each
-            ckpt = self._timed("train", lambda: self.train(data, replicate=r))
-            if distributed.is_main():
-                self.record_run(ckpt, replicate=r)
-            self._timed("evaluate", lambda: self.evaluate(data, archs[: self.config.eval_archs], ckpt))
-            ckpts.append(ckpt)
+        for technique in self.config.techniques:  # one supernet per technique x replicate, the same subnets in each
+            for r in range(self.config.replicates):
+                ckpt = self._timed("train", lambda: self.train(data, replicate=r, technique=technique))
+                if distributed.is_main():
+                    self.record_run(ckpt, replicate=r, technique=technique)
+                self._timed("evaluate", lambda: self.evaluate(data, archs[: self.config.eval_archs], ckpt))
+                ckpts.append(ckpt)
         distributed.barrier()
         report = self._timed("analyze", self.analyze) if distributed.is_main() else None
         return StudyResult(self.out, self.archs_file, ckpts[0], self.db, report, self.config.eval_archs, dict(self.seconds))
@@ -319,7 +328,7 @@ class Study:
         log.info("replacing the study in %s (--force)", self.out)
         for path in (self.config_file, self.archs_file, *(self.db.with_name(self.db.name + x) for x in ("", "-wal", "-shm"))):
             path.unlink(missing_ok=True)
-        for folder in (self.supernet_dir, *self.out.glob("supernet-r*"), self.report_dir):
+        for folder in (self.supernet_dir, *self.out.glob("supernet-*"), self.report_dir):
             shutil.rmtree(folder, ignore_errors=True)
 
     # ------------------------------------------------------------------ stages
@@ -337,18 +346,18 @@ class Study:
             log.info("sampled %d %s architectures -> %s", len(archs), space.name, self.archs_file)
         return archs
 
-    def train(self, data, replicate: int = 0) -> Path:
-        """Sandwich-train a replicate's supernet, or reuse / resume the one in its folder."""
+    def train(self, data, replicate: int = 0, technique: str = "standard") -> Path:
+        """Sandwich-train a (technique, replicate) supernet, or reuse / resume the one in its folder."""
         from nasrobust import checkpoint
         from nasrobust.train.api import train_supernet
-        from nasrobust.train.recipe import Recipe
+        from nasrobust.train.recipe import technique_recipe
 
-        folder = self.replicate_dir(replicate)
+        folder = self.replicate_dir(replicate, technique)
         ckpt = checkpoint.checkpoint_path(folder)
         if ckpt.exists() and checkpoint.read(ckpt).get("finished"):
             log.info("reusing the finished supernet %s", ckpt)
             return ckpt
-        recipe = Recipe.from_dict({**self.config.recipe, "seed": self.replicate_seed(replicate)})
+        recipe = technique_recipe({**self.config.recipe, "seed": self.replicate_seed(replicate)}, technique)
         result = train_supernet(self.config.space, data, recipe, folder, data_root=self.config.data_root,
                                 device=self.device, progress=self.progress, **dict(self.config.supernet))
         return result.checkpoint

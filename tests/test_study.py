@@ -157,6 +157,46 @@ def test_replicates_score_the_same_subnets_under_two_weights(tmp_path):
     assert tomllib.loads((out / "config.toml").read_text())["runs"] == runs
 
 
+def test_techniques_score_the_same_subnets_under_each_technique(tmp_path):
+    """`--techniques standard,pgd-at`: one supernet per technique (same seed), the same subnets scored under each,
+    both recorded as [[runs]] with their technique; the PGD-AT supernet's recipe differs only in its options."""
+    import tomllib
+
+    from nasrobust import checkpoint
+    from nasrobust.train.recipe import TECHNIQUES
+
+    out = tmp_path / "t"
+    args = [*TINY, "--suites", "adversarial", "--n-examples", "20", "--techniques", "standard,pgd-at",
+            "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    assert main(["study", *args]) == 0
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["techniques"] == ["standard", "pgd-at"]
+    runs = config["runs"]
+    assert [(r["technique"], r["replicate"], r["seed"], r["kind"]) for r in runs] == [
+        ("standard", 0, 0, "supernet"), ("pgd-at", 0, 0, "supernet")]
+    assert len({r["weights_id"] for r in runs}) == 2
+    trained = checkpoint.read(checkpoint.checkpoint_path(out / "supernet-pgd-at"))
+    assert trained["weights_id"] == runs[1]["weights_id"]
+    standard = checkpoint.meta_of(checkpoint.read(checkpoint.checkpoint_path(out / "supernet"))).recipe
+    pgd_at = checkpoint.meta_of(trained).recipe
+    assert {k: v for k, v in pgd_at.items() if standard.get(k) != v} == TECHNIQUES["pgd-at"]
+    with open_results(out / "results.db", create=False) as store:
+        by_weights: dict[str, set] = {}
+        for row in store.query():
+            by_weights.setdefault(row.key.weights_id, set()).add(row.key.encoding)
+    assert set(by_weights) == {r["weights_id"] for r in runs}
+    first, second = by_weights.values()
+    assert first == second and len(first) >= 5
+    replication = (out / "report" / "replication.md").read_text()
+    assert "pgd-at x 1 replicate(s)" in replication and "standard x 1 replicate(s)" in replication
+    assert "## Technique x factor" in replication
+
+
+def test_unknown_technique_is_a_did_you_mean_error():
+    with pytest.raises(NasRobustError, match="unknown technique 'pgd_at'. Did you mean 'pgd-at'"):
+        StudyConfig(space="nb201", n=5, techniques=("standard", "pgd_at")).resolved(has_gpu=False)
+
+
 def test_zero_replicates_is_a_clear_error(tmp_path):
     with pytest.raises(NasRobustError, match="--replicates must be >= 1"):
         StudyConfig(space="bignas", n=5, replicates=0).resolved(has_gpu=False)
