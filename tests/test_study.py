@@ -17,7 +17,7 @@ from nasrobust.study import CPU_PROTOCOL, StudyConfig
 TINY = [
     "--space", "nb201", "--num-archs", "8", "--dataset", "digits", "--epochs", "1", "--eval-archs", "5",
     "--supernet-option", "channels=4", "--supernet-option", "cells_per_stage=1", "--n-examples", "40",
-    "--n-boot", "20", "--no-progress",
+    "--n-boot", "20", "--no-progress", "--replicates", "1",
     "--suite-option", "natural.corruptions=contrast,gaussian_noise", "--suite-option", "natural.severities=1,5",
     "--suite-option", "system.decoders=pil,opencv", "--suite-option", "system.resizers=pil_bilinear,opencv_area",
     "--suite-option", "certified.n_examples=20",
@@ -195,6 +195,14 @@ def test_techniques_score_the_same_subnets_under_each_technique(tmp_path):
 def test_unknown_technique_is_a_did_you_mean_error():
     with pytest.raises(NasRobustError, match="unknown technique 'pgd_at'. Did you mean 'pgd-at'"):
         StudyConfig(space="nb201", n=5, techniques=("standard", "pgd_at")).resolved(has_gpu=False)
+
+
+def test_replicates_default_to_the_protocols():
+    """The CPU protocol checks findings across 2 supernets; the full protocol trains 1 unless told; a given K wins."""
+    assert StudyConfig(space="nb201", n=5).resolved(has_gpu=False).replicates == 2
+    assert StudyConfig(space="nb201", n=5).resolved(has_gpu=True).replicates == 1
+    assert StudyConfig(space="nb201", n=5, replicates=3).resolved(has_gpu=False).replicates == 3
+    assert StudyConfig(space="nb201", n=5, protocol="full").resolved(has_gpu=False).replicates == 1
 
 
 def test_zero_replicates_is_a_clear_error(tmp_path):

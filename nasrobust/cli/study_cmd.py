@@ -27,8 +27,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="folder of a dataset that is not bundled")
     p.add_argument("--out", default="study", help="study folder (default ./study)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--replicates", type=int, default=1,
-                   help="supernets trained with seeds seed, seed+1, ...; the same subnets are scored in each (default 1)")
+    p.add_argument("--replicates", type=int,
+                   help="supernets trained with seeds seed, seed+1, ...; the same subnets are scored in each "
+                        "(default: the protocol's, cpu 2, full 1)")
     p.add_argument("--techniques", default="standard",
                    help="comma-separated training techniques, one supernet each x replicate, the same subnets scored "
                         "in each (named techniques standard, pgd-at, fgsm-rs, trades, or any preset; default standard)")
