@@ -211,7 +211,7 @@ def test_two_differentiable_searches_give_identical_results(tmp_path):
 # ----------------------------------------------------------------------------- study
 STUDY = ["--space", "nb201", "--num-archs", "6", "--dataset", "digits", "--epochs", "1", "--eval-archs", "3",
          "--supernet-option", "channels=4", "--supernet-option", "cells_per_stage=1", "--n-examples", "20",
-         "--n-boot", "20", "--no-progress",
+         "--n-boot", "20", "--no-progress", "--replicates", "1",
          "--suite-option", "natural.corruptions=contrast,gaussian_noise", "--suite-option", "natural.severities=1,5",
          "--suite-option", "system.decoders=pil,opencv", "--suite-option", "system.resizers=pil_bilinear,opencv_area",
          "--suite-option", "certified.n_examples=10"]

@@ -17,7 +17,7 @@ from nasrobust.study import CPU_PROTOCOL, StudyConfig
 TINY = [
     "--space", "nb201", "--num-archs", "8", "--dataset", "digits", "--epochs", "1", "--eval-archs", "5",
     "--supernet-option", "channels=4", "--supernet-option", "cells_per_stage=1", "--n-examples", "40",
-    "--n-boot", "20", "--no-progress",
+    "--n-boot", "20", "--no-progress", "--replicates", "1",
     "--suite-option", "natural.corruptions=contrast,gaussian_noise", "--suite-option", "natural.severities=1,5",
     "--suite-option", "system.decoders=pil,opencv", "--suite-option", "system.resizers=pil_bilinear,opencv_area",
     "--suite-option", "certified.n_examples=20",
@@ -77,6 +77,17 @@ def test_config_round_trips_and_resolves(tmp_path):
     assert g.protocol == "full" and g.eval_archs == 50
 
 
+def test_study_seed_reaches_the_supernet_recipe(tmp_path):
+    """`study --seed` trains the supernet with that seed (it used to be the preset's 0 whatever --seed said)."""
+    assert StudyConfig(space="bignas", n=5, seed=7).resolved(has_gpu=False).recipe["seed"] == 7
+    assert StudyConfig(space="bignas", n=5, seed=0).resolved(has_gpu=False).recipe["seed"] == 0
+    # an explicit recipe seed still wins, and the resolved config round-trips through TOML
+    r = StudyConfig(space="bignas", n=5, seed=7, out=str(tmp_path / "s"), recipe={"seed": 3}).resolved(has_gpu=False)
+    assert r.recipe["seed"] == 3
+    (tmp_path / "config.toml").write_text(r.to_toml())
+    assert StudyConfig.from_toml(tmp_path / "config.toml").resolved(has_gpu=False) == r
+
+
 def test_bad_configs_are_clear(tmp_path):
     with pytest.raises(NasRobustError, match="unknown space"):
         StudyConfig(space="nope").resolved(False)
@@ -115,3 +126,85 @@ def test_torchrun_study_merges_into_one_store(study, tmp_path):
     with open_results(out / "results.db", create=False) as store:
         assert {r.rank for r in store.runs()} == {0, 1}
     assert (out / "report" / "report.html").exists()
+
+
+def test_replicates_score_the_same_subnets_under_two_weights(tmp_path):
+    """`--replicates 2`: two supernets (seeds 0 and 1), the same subnets in each, told apart by weights_id;
+    config.toml records them as [[runs]] and still reproduces the study."""
+    import tomllib
+
+    out = tmp_path / "s"
+    args = [*TINY, "--suites", "adversarial", "--n-examples", "20", "--replicates", "2", "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main(["study", *args]) == 0
+    runs = tomllib.loads((out / "config.toml").read_text())["runs"]
+    assert [(r["replicate"], r["seed"], r["kind"], r["technique"]) for r in runs] == [
+        (0, 0, "supernet", "standard"), (1, 1, "supernet", "standard")]
+    assert len({r["weights_id"] for r in runs}) == 2
+    with open_results(out / "results.db", create=False) as store:
+        by_weights: dict[str, set] = {}
+        for row in store.query():
+            by_weights.setdefault(row.key.weights_id, set()).add(row.key.encoding)
+    assert set(by_weights) == {r["weights_id"] for r in runs}
+    first, second = by_weights.values()
+    assert first == second and len(first) >= 5
+    assert all((out / "report" / r["weights_id"] / "report.html").exists() for r in runs)  # one report per run
+    replication = (out / "report" / "replication.md").read_text()  # the replicated-findings report over both runs
+    assert "## Findings (replicated)" in replication and "## Not replicated" in replication
+    assert "standard x 2 replicate(s)" in replication
+    assert (out / "report" / "tables" / "replication_classified.csv").exists()
+    assert main(["study", "--config", str(out / "config.toml"), "--no-progress"]) == 0  # resumes: nothing new
+    assert tomllib.loads((out / "config.toml").read_text())["runs"] == runs
+
+
+def test_techniques_score_the_same_subnets_under_each_technique(tmp_path):
+    """`--techniques standard,pgd-at`: one supernet per technique (same seed), the same subnets scored under each,
+    both recorded as [[runs]] with their technique; the PGD-AT supernet's recipe differs only in its options."""
+    import tomllib
+
+    from nasrobust import checkpoint
+    from nasrobust.train.recipe import TECHNIQUES
+
+    out = tmp_path / "t"
+    args = [*TINY, "--suites", "adversarial", "--n-examples", "20", "--techniques", "standard,pgd-at",
+            "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    assert main(["study", *args]) == 0
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["techniques"] == ["standard", "pgd-at"]
+    runs = config["runs"]
+    assert [(r["technique"], r["replicate"], r["seed"], r["kind"]) for r in runs] == [
+        ("standard", 0, 0, "supernet"), ("pgd-at", 0, 0, "supernet")]
+    assert len({r["weights_id"] for r in runs}) == 2
+    trained = checkpoint.read(checkpoint.checkpoint_path(out / "supernet-pgd-at"))
+    assert trained["weights_id"] == runs[1]["weights_id"]
+    standard = checkpoint.meta_of(checkpoint.read(checkpoint.checkpoint_path(out / "supernet"))).recipe
+    pgd_at = checkpoint.meta_of(trained).recipe
+    assert {k: v for k, v in pgd_at.items() if standard.get(k) != v} == TECHNIQUES["pgd-at"]
+    with open_results(out / "results.db", create=False) as store:
+        by_weights: dict[str, set] = {}
+        for row in store.query():
+            by_weights.setdefault(row.key.weights_id, set()).add(row.key.encoding)
+    assert set(by_weights) == {r["weights_id"] for r in runs}
+    first, second = by_weights.values()
+    assert first == second and len(first) >= 5
+    replication = (out / "report" / "replication.md").read_text()
+    assert "pgd-at x 1 replicate(s)" in replication and "standard x 1 replicate(s)" in replication
+    assert "## Technique x factor" in replication
+
+
+def test_unknown_technique_is_a_did_you_mean_error():
+    with pytest.raises(NasRobustError, match="unknown technique 'pgd_at'. Did you mean 'pgd-at'"):
+        StudyConfig(space="nb201", n=5, techniques=("standard", "pgd_at")).resolved(has_gpu=False)
+
+
+def test_replicates_default_to_the_protocols():
+    """The CPU protocol checks findings across 2 supernets; the full protocol trains 1 unless told; a given K wins."""
+    assert StudyConfig(space="nb201", n=5).resolved(has_gpu=False).replicates == 2
+    assert StudyConfig(space="nb201", n=5).resolved(has_gpu=True).replicates == 1
+    assert StudyConfig(space="nb201", n=5, replicates=3).resolved(has_gpu=False).replicates == 3
+    assert StudyConfig(space="nb201", n=5, protocol="full").resolved(has_gpu=False).replicates == 1
+
+
+def test_zero_replicates_is_a_clear_error(tmp_path):
+    with pytest.raises(NasRobustError, match="--replicates must be >= 1"):
+        StudyConfig(space="bignas", n=5, replicates=0).resolved(has_gpu=False)

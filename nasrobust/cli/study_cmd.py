@@ -27,6 +27,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="folder of a dataset that is not bundled")
     p.add_argument("--out", default="study", help="study folder (default ./study)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replicates", type=int,
+                   help="supernets trained with seeds seed, seed+1, ...; the same subnets are scored in each "
+                        "(default: the protocol's, cpu 2, full 1)")
+    p.add_argument("--techniques", default="standard",
+                   help="comma-separated training techniques, one supernet each x replicate, the same subnets scored "
+                        "in each (named techniques standard, pgd-at, fgsm-rs, trades, or any preset; default standard)")
     p.add_argument("--preset", default="quick", help="supernet training recipe preset (default quick)")
     p.add_argument("--epochs", type=positive_int, help="override the preset's epochs")
     p.add_argument("--supernet-option", action="append", default=[], metavar="KEY=VALUE",
@@ -59,6 +65,7 @@ def config_from_args(args: argparse.Namespace):
         supernet=parse_assignments(args.supernet_option, what="--supernet-option"), protocol=args.protocol,
         eval_archs=args.eval_archs, n_examples=args.n_examples, suites=suites,
         suite_options=parse_suite_options(args.suite_option), n_boot=args.n_boot, cache_dir=args.cache_dir,
+        replicates=args.replicates, techniques=tuple(t.strip() for t in args.techniques.split(",") if t.strip()),
     )
 
 
