@@ -45,13 +45,13 @@ def _project(delta: torch.Tensor, norm: str, eps: torch.Tensor) -> torch.Tensor:
 class MinNormPGD:
     """Per-example smallest eps PGD needs, by bisection in ``[0, eps_max]``.
 
-    ``steps`` PGD steps of ``step_fraction * eps`` per trial, random start from a generator
+    ``steps`` PGD steps on the CW margin (max other logit - true logit) of ``step_fraction * eps`` per trial, random start from a generator
     seeded by ``seed`` (deterministic); ``rounds`` bisection rounds give a bracket of width
     ``eps_max / 2**rounds``; the reported radius is the upper end (an eps where PGD succeeded).
     :meth:`distances` returns ``(adv, radius)`` with ``inf`` where PGD failed at ``eps_max``.
     """
 
-    def __init__(self, model: nn.Module, norm: str, steps: int = 10, step_fraction: float = 0.25, rounds: int = 7,
+    def __init__(self, model: nn.Module, norm: str, steps: int = 10, step_fraction: float = 0.25, rounds: int = 12,
                  eps_max: float | None = None, seed: int = 0):
         self.model, self.norm, self.steps, self.step_fraction = model, norm, int(steps), float(step_fraction)
         self.rounds, self.seed = int(rounds), int(seed)
@@ -77,7 +77,9 @@ class MinNormPGD:
             done[live[wrong]] = True
             if _ == self.steps:
                 break
-            grad, = torch.autograd.grad(F.cross_entropy(logits, y[live], reduction="sum"), d)
+            true = logits.gather(1, y[live][:, None]).squeeze(1)
+            other = logits.masked_fill(F.one_hot(y[live], logits.shape[1]).bool(), -math.inf).amax(dim=1)
+            grad, = torch.autograd.grad((other - true).sum(), d)  # CW margin: aims at the nearest boundary
             if self.norm == "linf":
                 step = grad.sign() * _view(alpha[live], grad)
             else:
@@ -124,7 +126,7 @@ def _builder(norm: str) -> Any:
 
 def _params(norm: str) -> Any:
     def params(s: AttackSettings, num_classes: int) -> Mapping[str, Any]:
-        return {"minnorm_steps": 10, "minnorm_rounds": 7, "minnorm_eps_max": EPS_MAX[norm], "step_fraction": s.step_fraction}
+        return {"minnorm_steps": 10, "minnorm_rounds": 12, "minnorm_eps_max": EPS_MAX[norm], "step_fraction": s.step_fraction}
     return params
 
 
