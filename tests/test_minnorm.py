@@ -41,3 +41,24 @@ def test_radius_brackets_fixed_eps_accuracy() -> None:
         for i in fin.nonzero().flatten().tolist():
             assert bool(within_budget(adv[i:i + 1], x[i:i + 1], norm, float(r[i]))[0])
         assert all(math.isinf(v) or v >= 0 for v in r.tolist())
+
+
+def test_radius_agrees_with_torchattacks_fab() -> None:
+    import torchattacks
+
+    from nasrobust.noise.attacks import lp_norms
+
+    model = _model()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(32, 1, 6, 6, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    for norm, fab_norm in (("linf", "Linf"), ("l2", "L2")):
+        with attack_mode(model):
+            _, r = MinNormPGD(model, norm, seed=0).distances(x, y)
+            adv = torchattacks.FAB(model, norm=fab_norm, eps=10.0, steps=100, n_restarts=1, n_classes=4, seed=0)(x, y)
+        with torch.no_grad():
+            both = (model(adv).argmax(1) != y) & torch.isfinite(r)
+        ratio = r[both] / lp_norms(adv - x, norm)[both]
+        assert int(both.sum()) >= 24
+        assert float(ratio.median()) < 1.05 and float((ratio <= 1.1).double().mean()) >= 0.9, (norm, ratio)

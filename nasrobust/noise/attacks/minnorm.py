@@ -45,8 +45,9 @@ def _project(delta: torch.Tensor, norm: str, eps: torch.Tensor) -> torch.Tensor:
 class MinNormPGD:
     """Per-example smallest eps PGD needs, by bisection in ``[0, eps_max]``.
 
-    ``steps`` PGD steps on the CW margin (max other logit - true logit) of ``step_fraction * eps`` per trial, random start from a generator
-    seeded by ``seed`` (deterministic); ``rounds`` bisection rounds give a bracket of width
+    ``steps`` PGD steps on the CW margin (max other logit - true logit; cross-entropy gave radii
+    1.2-1.5x FAB's) of ``step_fraction * eps`` per trial, random start from a generator seeded
+    by ``seed`` (deterministic); ``rounds`` bisection rounds give a bracket of width
     ``eps_max / 2**rounds``; the reported radius is the upper end (an eps where PGD succeeded).
     :meth:`distances` returns ``(adv, radius)`` with ``inf`` where PGD failed at ``eps_max``.
     """
