@@ -421,6 +421,7 @@ def test_minimal_attack_radius_distribution(model, data, tmp_path):
     q = [values["minnorm_linf", 0.0, m] for m in ("radius_q10", "radius_q25", "radius_median", "radius_q75")]
     assert q == sorted(q) and q[0] > 0
     assert values["minnorm_linf", 0.0, "radius_median"] == values["minnorm_linf", 0.0, "median_linf"]
+    assert values["minnorm_linf", 0.0, "radius_median_correct"] >= values["minnorm_linf", 0.0, "radius_median"]
     curve = [values["minnorm_linf", e, "robust_accuracy_curve"] for e in grid]
     assert curve == sorted(curve, reverse=True) and curve[0] > curve[-1]
     assert values["minnorm_linf", 0.1, "robust_accuracy_curve"] == values["minnorm_linf", 0.1, "accuracy"]

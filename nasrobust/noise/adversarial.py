@@ -228,6 +228,9 @@ class AdversarialSuite(NoiseSuite):
                      "attack (inf where none was found: not written)") for norm in ("linf", "l2", "l1")),
         MetricInfo("radius_median", True, rank_group=SUITE,
                    description="median minimal distance of a minimal-perturbation attack (0 if misclassified)"),
+        MetricInfo("radius_median_correct", True, rank_group=SUITE,
+                   description="median minimal distance over the clean-correct examples only (as AR to accuracy): "
+                   "resolves subnets below 50% clean accuracy, where radius_median is 0"),
         *(MetricInfo(f"radius_q{round(100 * q):02d}", True, rank_group=SUITE,
                      description=f"{round(100 * q)}% quantile of a minimal attack's distance (not written if inf)")
           for q in RADIUS_QUANTILES),
@@ -381,6 +384,9 @@ class AdversarialSuite(NoiseSuite):
         if median is not None:
             yield Measurement(attack, 0.0, f"median_{norm}", median)
             yield Measurement(attack, 0.0, "radius_median", median)
+        correct = finite_median(dist[clean_correct])
+        if correct is not None:
+            yield Measurement(attack, 0.0, "radius_median_correct", correct)
         for q in RADIUS_QUANTILES:
             value = finite_quantile(dist, q)
             if value is not None:
