@@ -409,3 +409,30 @@ def test_autoattack_matches_official_autoattack(model, data):
     assert 0.15 < official < 0.85, official  # mid-range, so the comparison means something
     assert abs(ours - official) <= 1 / len(x) + 1e-9, (ours, official)
     assert res.survivors[0] == int(correct.sum()) and list(res.survivors) == sorted(res.survivors, reverse=True)
+
+
+def test_minimal_attack_radius_distribution(model, data, tmp_path):
+    """minnorm_linf in the suite: ordered quantiles, a non-increasing curve that equals the fixed-eps
+    accuracy at a shared eps, and the grid recorded in the protocol."""
+    grid = (0.02, 0.05, 0.1, 0.2)
+    suite = SUITES.create("adversarial", attacks="minnorm_linf", eps_linf=(0.1,), radius_grid_linf=grid)
+    ctx = _ctx(data, tmp_path, n=24)
+    values = _by_key(suite.run(model, ctx))
+    q = [values["minnorm_linf", 0.0, m] for m in ("radius_q10", "radius_q25", "radius_median", "radius_q75")]
+    assert q == sorted(q) and q[0] > 0
+    assert values["minnorm_linf", 0.0, "radius_median"] == values["minnorm_linf", 0.0, "median_linf"]
+    assert values["minnorm_linf", 0.0, "radius_median_correct"] >= values["minnorm_linf", 0.0, "radius_median"]
+    curve = [values["minnorm_linf", e, "robust_accuracy_curve"] for e in grid]
+    assert curve == sorted(curve, reverse=True) and curve[0] > curve[-1]
+    assert values["minnorm_linf", 0.1, "robust_accuracy_curve"] == values["minnorm_linf", 0.1, "accuracy"]
+    assert tuple(dict(suite.protocol(ctx).params)["radius_grid_linf"]) == grid
+
+
+def test_finite_quantile_matches_torch_and_refuses_inf():
+    from nasrobust.noise.adversarial import finite_quantile
+
+    v = torch.tensor([0.3, 0.0, 0.1, 0.7, 0.2], dtype=torch.float64)
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        assert finite_quantile(v, q) == pytest.approx(float(v.quantile(q)))
+    w = torch.tensor([0.1, 0.2, math.inf, math.inf], dtype=torch.float64)
+    assert finite_quantile(w, 0.25) == pytest.approx(0.175) and finite_quantile(w, 0.75) is None

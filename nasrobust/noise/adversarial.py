@@ -90,6 +90,13 @@ log = logging.getLogger(__name__)
 
 SUITE = "adversarial"
 DEFAULT_TOLERANCE = 0.005
+#: Quantiles of a minimal attack's radius distribution stored besides its median (as the certified suite's).
+RADIUS_QUANTILES = (0.1, 0.25, 0.75, 0.9)
+#: Eps of a minimal attack's robust-accuracy curve (fraction of examples whose radius exceeds eps):
+#: quarter decades over the range attack radii span on [0, 1] images.
+DEFAULT_RADIUS_GRID = {"linf": tuple(10 ** (k / 4) for k in range(-12, 1)),
+                       "l2": tuple(10 ** (k / 4) for k in range(-8, 5)),
+                       "l1": tuple(10 ** (k / 4) for k in range(-4, 9))}
 SANITY_CHECKS: tuple[str, ...] = (
     "eps0_equals_clean", "monotonic_in_eps", "aa_le_pgd_le_fgsm", "square_gain_small",
     "whitebox_le_transfer", "no_zero_gradients",
@@ -115,6 +122,12 @@ class AdversarialOptions:
     restarts: int = option(1, "runs of each random-start attack, each on the survivors of the last", ge=1)
     cw_steps: int = option(AttackSettings.cw_steps, "Adam steps per CW run", ge=1)
     sanity_tolerance: float = option(DEFAULT_TOLERANCE, "accuracy slack of the sanity checks", ge=0, lt=1)
+    radius_grid_linf: tuple[float, ...] | None = option(None, "eps of a minimal Linf attack's robust-accuracy curve "
+                                                        "(default: quarter decades 1e-3..1)", gt=0, canonical=True,
+                                                        example="0.01,0.05,0.1")
+    radius_grid_l2: tuple[float, ...] | None = option(None, "eps of a minimal L2 attack's robust-accuracy curve "
+                                                      "(default: quarter decades 0.01..10)", gt=0, canonical=True,
+                                                      example="0.5,1,2")
     transfer_from: nn.Module | str | os.PathLike | None = option(
         None, "source model (or stand-alone checkpoint path) of transfer attacks", example="runs/source")
 
@@ -143,6 +156,11 @@ class AdversarialSettings:
     num_classes: int
     attack: AttackSettings = field(default_factory=AttackSettings)
     transfer_attacks: tuple[str, ...] = ()
+    radius_grid: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+    def grid(self, norm: str) -> tuple[float, ...]:
+        """Eps of the robust-accuracy curve of a minimal attack of ``norm``."""
+        return dict(self.radius_grid).get(norm) or DEFAULT_RADIUS_GRID[norm]
 
     def eps_of(self, norm: str) -> tuple[float, ...]:
         return {"linf": self.eps_linf, "l2": self.eps_l2, "l1": self.eps_l1}[norm]
@@ -194,6 +212,9 @@ class AdversarialSuite(NoiseSuite):
     metrics = (
         MetricInfo("accuracy", True, headline="clean acc", noise=CLEAN, rank_group=CLEAN,
                    description="accuracy on the unperturbed test examples (all of them)"),
+        MetricInfo("radius_median", True, headline="min-norm Linf radius (median)", noise="minnorm_linf",
+                   rank_group=SUITE, description="median smallest Linf perturbation that breaks an example "
+                   "(bisection over eps with early-stopped PGD; 0 if misclassified)"),
         MetricInfo("accuracy", True, headline="PGD-Linf acc (max eps)", noise="pgd_linf", rank_group=SUITE,
                    description="robust accuracy under PGD-Linf, over all examples"),
         MetricInfo("accuracy", True, headline="worst-case acc", noise="worst_case", rank_group=SUITE,
@@ -205,12 +226,25 @@ class AdversarialSuite(NoiseSuite):
                    description="RobustART's WCAR: clean-correct examples surviving every attack of the tier"),
         *(MetricInfo(f"median_{norm}", True, description=f"median minimal {norm} distance of a minimal-perturbation "
                      "attack (inf where none was found: not written)") for norm in ("linf", "l2", "l1")),
+        MetricInfo("radius_median", True, rank_group=SUITE,
+                   description="median minimal distance of a minimal-perturbation attack (0 if misclassified)"),
+        MetricInfo("radius_median_correct", True, rank_group=SUITE,
+                   description="median minimal distance over the clean-correct examples only (as AR to accuracy): "
+                   "resolves subnets below 50% clean accuracy, where radius_median is 0"),
+        *(MetricInfo(f"radius_q{round(100 * q):02d}", True, rank_group=SUITE,
+                     description=f"{round(100 * q)}% quantile of a minimal attack's distance (not written if inf)")
+          for q in RADIUS_QUANTILES),
+        MetricInfo("robust_accuracy_curve", True, rank_group=SUITE,
+                   description="fraction of examples whose minimal distance exceeds eps (level), on the radius grid"),
         *(MetricInfo(check, True, noise="sanity", diagnostic=True,
                      description="gradient-masking check: 1 passed, 0 failed") for check in SANITY_CHECKS),
     )
-    #: FGSM and PGD-10 (Linf) at the MNIST budget 0.1 (the sanity checks add eps 0 and 0.3);
-    #: no PGD-L2/L1, CW or AutoAttack: minutes per subnet on a CPU.
-    cpu_options = MappingProxyType({"attacks": ("fgsm", "pgd_linf"), "eps_linf": (0.1,), "steps": 10})
+    #: FGSM and PGD-10 (Linf) at the MNIST budget 0.1 (the sanity checks add eps 0 and 0.3), and the
+    #: min-norm Linf radius (its median is the headline: PGD accuracy at 0.1 sits at the floor for
+    #: weak subnets) with its robust-accuracy curve on 0.01..0.3; no PGD-L2/L1, CW or AutoAttack:
+    #: minutes per subnet on a CPU.
+    cpu_options = MappingProxyType({"attacks": ("fgsm", "pgd_linf", "minnorm_linf"), "eps_linf": (0.1,), "steps": 10,
+                                    "radius_grid_linf": (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3)})
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -244,6 +278,7 @@ class AdversarialSuite(NoiseSuite):
             eps_l1=o.eps_l1 or defaults.l1, eps_autoattack=o.eps_autoattack or defaults.autoattack,
             restarts=o.restarts, tolerance=o.sanity_tolerance, num_classes=int(ctx.data.info.num_classes),
             attack=attack, transfer_attacks=transfer,
+            radius_grid=tuple((n, g) for n, g in (("linf", o.radius_grid_linf), ("l2", o.radius_grid_l2)) if g),
         )
 
     def protocol(self, ctx: EvalContext) -> Protocol:
@@ -269,6 +304,9 @@ class AdversarialSuite(NoiseSuite):
                 "wcar_tiers": "union of per-norm balls at the t-th budget; runs of that norm with eps <= budget",
                 "transfer_from": self._transfer_id() if self.transfer_from is not None else None,
                 "transfer_attacks": s.transfer_attacks,
+                **{f"radius_grid_{n}": s.grid(n) for n in sorted({attack_spec(a).norm for a in s.attacks
+                                                                  if attack_spec(a).minimal})},
+                "radius_quantiles": RADIUS_QUANTILES,
             },
         )
 
@@ -341,9 +379,21 @@ class AdversarialSuite(NoiseSuite):
         for run in (r for r in s.white_box_runs() if r.attack == attack):
             results[run] = clean_correct & (dist > run.eps + budget_tolerance(run.eps))
             yield from _robust_measurements(run, results[run], clean_correct)
+        norm = attack_spec(attack).norm
         median = finite_median(dist)
         if median is not None:
-            yield Measurement(attack, 0.0, f"median_{attack_spec(attack).norm}", median)
+            yield Measurement(attack, 0.0, f"median_{norm}", median)
+            yield Measurement(attack, 0.0, "radius_median", median)
+        correct = finite_median(dist[clean_correct])
+        if correct is not None:
+            yield Measurement(attack, 0.0, "radius_median_correct", correct)
+        for q in RADIUS_QUANTILES:
+            value = finite_quantile(dist, q)
+            if value is not None:
+                yield Measurement(attack, 0.0, f"radius_q{round(100 * q):02d}", value)
+        for e in s.grid(norm):
+            yield Measurement(attack, float(e), "robust_accuracy_curve",
+                              float((dist > e + budget_tolerance(e)).double().mean()))
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -399,14 +449,22 @@ def minimal_distances(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     return dist
 
 
-def finite_median(dist: torch.Tensor) -> float | None:
-    """Median (mean of the two middle values for even n) or None when it is infinite."""
+def finite_quantile(dist: torch.Tensor, q: float) -> float | None:
+    """``q``-quantile (linear between order statistics, as ``torch.quantile``) or None when it is
+    infinite: distances hold ``inf`` where the attack found nothing, which torch.quantile turns to nan."""
     if len(dist) == 0:
         return None
     v, _ = torch.sort(dist.double())
-    n = len(v)
-    mid = float(v[n // 2]) if n % 2 else 0.5 * (float(v[n // 2 - 1]) + float(v[n // 2]))
-    return mid if math.isfinite(mid) else None
+    pos = q * (len(v) - 1)
+    lo, frac = int(math.floor(pos)), pos - math.floor(pos)
+    a = float(v[lo])
+    value = a if frac == 0 else a + frac * (float(v[min(lo + 1, len(v) - 1)]) - a)
+    return value if math.isfinite(value) else None
+
+
+def finite_median(dist: torch.Tensor) -> float | None:
+    """Median (mean of the two middle values for even n) or None when it is infinite."""
+    return finite_quantile(dist, 0.5)
 
 
 def transfer_examples(source: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack: str, eps: float, *,
