@@ -172,3 +172,27 @@ def test_the_entry_point_scores_a_model_object(supernet_ckpt, tmp_path):
 def test_pretrained_needs_a_space_with_published_weights(capsys):
     assert main(["evaluate", "--pretrained", "--space", "nb201", "--arch", "x", "--dataset", "digits"]) == 2
     assert "space 'nb201' has no published weights; --pretrained works with zoo" in capsys.readouterr().err
+
+
+def test_bn_recalibration_runs_once_per_subnet_for_all_suites(supernet_ckpt, tmp_path, monkeypatch):
+    """Issue 12 item 2: one BN re-calibration per subnet, shared by every pending suite."""
+    import nasrobust.evaluator as evaluator_mod
+    from nasrobust.checkpoint import load_supernet
+
+    calls: list[str] = []
+    real = evaluator_mod.recalibrated_subnet
+
+    def counting(model, arch, *args, **kwargs):
+        calls.append(arch.encoding)
+        return real(model, arch, *args, **kwargs)
+
+    monkeypatch.setattr(evaluator_mod, "recalibrated_subnet", counting)
+    model, payload = load_supernet(supernet_ckpt)
+    suites = make_suites(["natural", "system"], {"natural": {"corruptions": ("contrast",), "severities": (3,), "fp_kinds": ()},
+                                                 "system": {"formats": ("png",), "decoders": ("pil",), "resizers": ("pil_bilinear",)}})
+    store = open_results(tmp_path / "once.db", create=True)
+    archs = [model.supernet.largest(), model.supernet.smallest()]
+    ev = Evaluator(store, load_dataset("digits"), suites, n_examples=20, cache_dir=tmp_path / "cache", progress=False)
+    reports = ev.evaluate_supernet(model, archs, payload["weights_id"])
+    assert all(r.written.get("natural") and r.written.get("system") for r in reports)
+    assert sorted(calls) == sorted(a.encoding for a in archs)

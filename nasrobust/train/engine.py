@@ -34,6 +34,7 @@ from nasrobust.train.recipe import Recipe
 from nasrobust.train.schedule import make_scheduler
 
 log = logging.getLogger(__name__)
+SYNC_EVERY = 50  # CUDA: training steps between progress-bar updates (each reads the sums: a host-device sync)
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
 
@@ -254,11 +255,15 @@ class Trainer:
         from tqdm.auto import tqdm
 
         model.train()
-        loss_sum = 0.0
-        correct = count = 0
+        # sums stay on the device: on CUDA the host reads them (a sync) only for the progress bar every
+        # SYNC_EVERY steps and once at the end of the epoch; float64 adds give the numbers float() did
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        count = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.recipe.epochs}", disable=not self.progress, leave=False, dynamic_ncols=True)
-        channels_last = self.device.type == "cuda" and self.recipe.channels_last
-        for x, y in bar:
+        cuda = self.device.type == "cuda"
+        channels_last = cuda and self.recipe.channels_last
+        for i, (x, y) in enumerate(bar):
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             if channels_last:
@@ -266,11 +271,8 @@ class Trainer:
             x, y = augment(x, y)
             optimizer.zero_grad(set_to_none=True)
             result = self.step(model, x, y, scaler.scale)
-            if not math.isfinite(result.loss):
-                raise NasRobustError(
-                    f"training diverged at epoch {epoch + 1} (loss {result.loss}); lower --lr or add warm-up. "
-                    f"The last finished epoch is kept in {self.out}"
-                )
+            if not cuda:  # free on the CPU: stop at the first bad step
+                self._check_finite(float(result.loss), epoch)
             if hasattr(self.model, "set_active"):
                 distributed.average_gradients(self.model.parameters())
             if self.recipe.grad_clip:
@@ -284,10 +286,19 @@ class Trainer:
             loss_sum += result.loss * result.count
             correct += result.correct
             count += result.count
-            bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}")
+            if not bar.disable and (not cuda or i % SYNC_EVERY == 0):
+                bar.set_postfix(loss=f"{float(loss_sum) / count:.3f}", acc=f"{int(correct) / count:.3f}")
         bar.close()
-        loss_total, correct_total, count_total = distributed.all_sum([loss_sum, correct, count])
+        self._check_finite(float(loss_sum), epoch)  # CUDA: once per epoch, before this epoch's checkpoint
+        loss_total, correct_total, count_total = distributed.all_sum([float(loss_sum), int(correct), count])
         return {"train_loss": loss_total / count_total, "train_acc": correct_total / count_total}
+
+    def _check_finite(self, loss: float, epoch: int) -> None:
+        if not math.isfinite(loss):
+            raise NasRobustError(
+                f"training diverged at epoch {epoch + 1} (loss {loss}); lower --lr or add warm-up. "
+                f"The last finished epoch is kept in {self.out}"
+            )
 
     def _log_row(self, row: dict[str, Any]) -> None:
         path = self.out / "log.csv"

@@ -22,8 +22,9 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
     return F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1), reduction="batchmean", log_target=True) * t * t
 
 
-def accuracy_count(logits: torch.Tensor, target: torch.Tensor) -> int:
-    """Correct predictions; soft targets count their arg-max class."""
+def correct_count(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Correct predictions as a 0-dim tensor on the logits' device (no host-device sync); soft targets count their arg-max class."""
     if target.dtype.is_floating_point:
         target = target.argmax(dim=-1)
-    return int((logits.argmax(dim=-1) == target).sum())
+    return (logits.argmax(dim=-1) == target).sum()
+

@@ -15,14 +15,16 @@ import torch.nn as nn
 
 from nasrobust.space import Arch
 from nasrobust.train.adversarial import EXAMPLE_MAKERS, trades_loss
-from nasrobust.train.losses import accuracy_count, classification_loss, distillation_loss
+from nasrobust.train.losses import classification_loss, correct_count, distillation_loss
 from nasrobust.train.recipe import Recipe
 
 
 @dataclass
 class StepResult:
-    loss: float
-    correct: int  # of the (largest) network on the training batch
+    """Tensors on the step's device (0-dim; loss in float64), so a step never waits for the GPU."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor  # of the (largest) network on the training batch
     count: int
 
 
@@ -55,7 +57,7 @@ class StandaloneStep:
                         soft = self.teacher(x)
                     loss = (1 - r.kd_alpha) * loss + r.kd_alpha * distillation_loss(logits, soft, r.kd_temperature)
         scale(loss).backward()
-        return StepResult(float(loss.detach()), accuracy_count(logits.detach(), y), len(y))
+        return StepResult(loss.detach().double(), correct_count(logits.detach(), y), len(y))
 
 
 class SandwichStep:
@@ -85,8 +87,8 @@ class SandwichStep:
         hard_y = y.argmax(-1) if y.dtype.is_floating_point else y
         teacher_logits = None
         x_largest_adv = None
-        total = 0.0
-        correct = 0
+        total = torch.zeros((), dtype=torch.float64, device=x.device)  # the sum float() gave, without a sync per subnet
+        correct = torch.zeros((), dtype=torch.int64, device=x.device)
         for i, arch in enumerate(self.subnets(model)):
             model.set_active(arch)
             x_in = x
@@ -113,9 +115,9 @@ class SandwichStep:
                         loss = classification_loss(logits, plain, 0.0 if s.reg_largest_only else r.label_smoothing)
             if i == 0:
                 teacher_logits = logits.detach()
-                correct = accuracy_count(teacher_logits, hard_y)
+                correct = correct_count(teacher_logits, hard_y)
             scale(loss).backward()
-            total += float(loss.detach())
+            total = total + loss.detach().double()
         return StepResult(total, correct, len(y))
 
 

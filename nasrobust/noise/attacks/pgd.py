@@ -9,6 +9,7 @@ Multiple Perturbations", NeurIPS 2019, Alg. 1), the variant advertorch ships as
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nasrobust.noise.attacks.base import AttackSettings, AttackSpec, Perturb, project_l1, register_attack
+
+
+def early_exit_enabled() -> bool:
+    """Per-example early exit in our own attacks; ``NASROBUST_NO_EARLY_EXIT=1`` turns it off (benchmarks)."""
+    return os.environ.get("NASROBUST_NO_EARLY_EXIT", "") in ("", "0")
 
 
 class SparseL1Descent:
@@ -39,12 +45,13 @@ class SparseL1Descent:
     """
 
     def __init__(self, model: nn.Module, eps: float, alpha: float, steps: int, sparsity: float = 0.95,
-                 random_start: bool = True, generator: torch.Generator | None = None):
+                 random_start: bool = True, generator: torch.Generator | None = None, early_exit: bool | None = None):
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
         self.model, self.eps, self.alpha, self.steps = model, float(eps), float(alpha), int(steps)
         self.sparsity, self.random_start = float(sparsity), random_start
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.early_exit = early_exit_enabled() if early_exit is None else early_exit
 
     def _random_start(self, x: torch.Tensor) -> torch.Tensor:
         n, d = len(x), x[0].numel()
@@ -74,6 +81,8 @@ class SparseL1Descent:
         x_adv = (x + project_l1(delta, self.eps)).clamp(0.0, 1.0)
         found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         best = x_adv.clone()
+        if self.early_exit:
+            return self._attack_active(x, y, x_adv, found, best)
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
             logits = self.model(x_adv)
@@ -88,6 +97,30 @@ class SparseL1Descent:
             last_wrong = self.model(x_adv).argmax(dim=1) != y
         keep_last = ~found | last_wrong
         best[keep_last] = x_adv[keep_last]
+        return best.detach()
+
+    def _attack_active(self, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, found: torch.Tensor,
+                       best: torch.Tensor) -> torch.Tensor:
+        """Per-example early exit: an example keeps its first misclassified iterate and is not
+        stepped further (the loss is a per-example sum, the model is in eval mode, so the other
+        examples' steps do not depend on it). The random start was drawn for the full batch."""
+        active = torch.arange(len(x), device=x.device)
+        xa = x_adv
+        for _ in range(self.steps):
+            xa.requires_grad_(True)
+            logits = self.model(xa)
+            grad, = torch.autograd.grad(F.cross_entropy(logits, y[active], reduction="sum"), xa)
+            xa = xa.detach()
+            newly = logits.detach().argmax(dim=1) != y[active]
+            best[active[newly]] = xa[newly]
+            found[active[newly]] = True
+            keep = ~newly
+            active, xa, grad = active[keep], xa[keep], grad[keep]
+            if len(active) == 0:
+                return best.detach()
+            step = xa + self.alpha * self._direction(grad, xa)
+            xa = (x[active] + project_l1(step - x[active], self.eps)).clamp(0.0, 1.0)
+        best[active] = xa  # never misclassified during the steps: the last iterate, as without early exit
         return best.detach()
 
 
