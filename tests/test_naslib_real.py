@@ -1,0 +1,106 @@
+"""NASLib's REAL discrete optimizers (rs, re, ls) driving NASLibArch on nb201, from the peers' folder.
+
+NASLib is not on PyPI; its package is read from ``$NASROBUST_NASLIB`` or ``../shared/peers/naslib``
+(skipped only when that folder is absent). Its ``__init__`` files import many optional packages,
+and it uses ``collections.Iterable`` (gone in Python 3.10): the harness below stubs only
+modules that NASLib's own files import and that are not installed, and restores the aliases.
+Nothing of NASLib is copied here.
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import importlib
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import types
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+from scipy.stats import mannwhitneyu
+
+from nasrobust.metrics import FunctionMetric
+from nasrobust.searchers.naslib import run_naslib_optimizer
+from nasrobust.space import get_space
+
+ROOT = Path(os.environ.get("NASROBUST_NASLIB", Path(__file__).resolve().parents[2] / "shared" / "peers" / "naslib"))
+pytestmark = pytest.mark.skipif(not (ROOT / "naslib").is_dir(), reason=f"NASLib source not at {ROOT} (set NASROBUST_NASLIB)")
+
+SPACE = get_space("nb201")
+W = np.random.default_rng(1).normal(size=30)
+OPT = max(float(SPACE.to_vector(a) @ W) for a in SPACE.enumerate())
+
+
+class _StubMissing(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Answer NASLib's imports of uninstalled optional packages with mocks; nothing else."""
+
+    def find_spec(self, name, path, target=None):
+        top = name.split(".")[0]
+        frame = sys._getframe(1)
+        while frame and frame.f_code.co_filename.startswith("<frozen"):
+            frame = frame.f_back
+        if not (frame and frame.f_code.co_filename.startswith(str(ROOT))):
+            return None
+        if top == "naslib" or top in sys.stdlib_module_names:
+            return None
+        if not isinstance(sys.modules.get(top), mock.MagicMock) and (
+                top in sys.modules or importlib.machinery.PathFinder.find_spec(top) is not None):
+            return None
+        return importlib.machinery.ModuleSpec(name, self, is_package=True)
+
+    def create_module(self, spec):
+        module = mock.MagicMock(name=spec.name)
+        module.__path__, module.__spec__ = [], spec
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+@pytest.fixture(scope="module")
+def naslib():
+    """NASLib's rs, re and ls optimizer modules, imported from its real source."""
+    saved_path, saved_meta = list(sys.path), list(sys.meta_path)
+    aliases = {n: getattr(collections, n, None) for n in ("Iterable", "Mapping", "Sequence", "MutableMapping")}
+    for n in aliases:
+        setattr(collections, n, getattr(collections.abc, n))
+    sys.path.insert(0, str(ROOT))
+    sys.meta_path.insert(0, _StubMissing())
+    try:
+        yield {k: importlib.import_module(f"naslib.optimizers.discrete.{k}.optimizer") for k in ("rs", "re", "ls")}
+    finally:
+        sys.path[:], sys.meta_path[:] = saved_path, saved_meta
+        for n, v in aliases.items():
+            if v is None:
+                delattr(collections, n)
+            else:
+                setattr(collections, n, v)
+
+
+def _config(epochs: int) -> types.SimpleNamespace:
+    search = types.SimpleNamespace(epochs=epochs, sample_size=10, population_size=20, num_init=10,
+                                   fidelity=-1, checkpoint_freq=1000)
+    return types.SimpleNamespace(dataset="cifar10", search=search, seed=0)
+
+
+def _best(naslib, name: str, cls: str, epochs: int, seed: int) -> float:
+    np.random.seed(seed)  # NASLib's optimizers draw from the global numpy generator
+    metric = FunctionMetric(lambda a: float(SPACE.to_vector(a) @ W), "linear")
+    opt = getattr(naslib[name], cls)(_config(epochs))
+    return run_naslib_optimizer(opt, SPACE, metric, epochs, seed=seed).query()
+
+
+@pytest.mark.parametrize("name, cls", [("re", "RegularizedEvolution"), ("ls", "LocalSearch")])
+def test_real_naslib_optimizer_beats_its_random_search(naslib, name, cls):
+    seeds, epochs = range(7), 60
+    found = [_best(naslib, name, cls, epochs, s) for s in seeds]
+    rs = [_best(naslib, "rs", "RandomSearch", epochs, s) for s in seeds]
+    assert all(v <= OPT + 1e-9 for v in found + rs)
+    p = mannwhitneyu(found, rs, alternative="greater").pvalue
+    print(f"{name}: found={np.round(found, 3).tolist()} rs={np.round(rs, 3).tolist()} opt={OPT:.3f} p={p:.4f}")
+    assert p < 0.05, f"NASLib {name} {found} vs rs {rs}: one-sided Mann-Whitney p={p:.3f}"
