@@ -72,7 +72,7 @@ def naslib():
     sys.path.insert(0, str(ROOT))
     sys.meta_path.insert(0, _StubMissing())
     try:
-        yield {k: importlib.import_module(f"naslib.optimizers.discrete.{k}.optimizer") for k in ("rs", "re", "ls")}
+        yield {k: importlib.import_module(f"naslib.optimizers.discrete.{k}.optimizer") for k in ("rs", "re", "ls", "npenas", "bananas")}
     finally:
         sys.path[:], sys.meta_path[:] = saved_path, saved_meta
         for n, v in aliases.items():
@@ -84,7 +84,11 @@ def naslib():
 
 def _config(epochs: int) -> types.SimpleNamespace:
     search = types.SimpleNamespace(epochs=epochs, sample_size=10, population_size=20, num_init=10,
-                                   fidelity=-1, checkpoint_freq=1000)
+                                   fidelity=-1, checkpoint_freq=1000, encoding_type="adjacency_one_hot",
+                                   k=5, load_labeled=False, max_mutations=1, num_arches_to_mutate=2,
+                                   num_candidates=20, num_ensemble=1, predictor_type="mlp", use_zc_api=False,
+                                   zc_ensemble=False, zc_names=[], zc_only=False, acq_fn_type="its",
+                                   acq_fn_optimization="mutation", predictor="mlp")
     return types.SimpleNamespace(dataset="cifar10", search=search, seed=0)
 
 
@@ -104,3 +108,4 @@ def test_real_naslib_optimizer_beats_its_random_search(naslib, name, cls):
     p = mannwhitneyu(found, rs, alternative="greater").pvalue
     print(f"{name}: found={np.round(found, 3).tolist()} rs={np.round(rs, 3).tolist()} opt={OPT:.3f} p={p:.4f}")
     assert p < 0.05, f"NASLib {name} {found} vs rs {rs}: one-sided Mann-Whitney p={p:.3f}"
+
