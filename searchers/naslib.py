@@ -48,6 +48,12 @@ class NASLibArch:
 
     QUERYABLE = True
     OPTIMIZER_SCOPE: tuple[str, ...] = ()
+    #: NPENAS/BANANAS call ``parse()`` (build a network) only when this is True; the metric
+    #: builds what it needs itself, so the optimizers never have to.
+    instantiate_model = False
+    #: Encodings :meth:`encode` produces: the space's one-hot choice vector
+    #: (:meth:`SearchSpace.to_vector`), which is NASLib's ``adjacency_one_hot`` layout on nb201.
+    ENCODINGS: tuple[str, ...] = ("adjacency_one_hot",)
 
     def __init__(self, space: SearchSpace | str, metric: RobustnessMetric | Any, arch: Arch | None = None,
                  rng: np.random.Generator | None = None, seed: int = 0):
@@ -77,6 +83,15 @@ class NASLibArch:
 
     def get_type(self) -> str:
         return f"nasrobust:{self.space.name}"
+
+    @property
+    def space_name(self) -> str:
+        """NASLib branches on this (e.g. ``!= "nasbench301"``); ours is the nasrobust space name."""
+        return f"nasrobust:{self.space.name}"
+
+    def get_model_size(self) -> float:
+        """Parameters held, in MB: none, the adapter holds a genome, not weights."""
+        return 0.0
 
     # ------------------------------------------------------------------ the optimizer protocol
     def sample_random_architecture(self, dataset_api: Any = None, load_labeled: bool = False) -> None:
@@ -109,7 +124,11 @@ class NASLibArch:
         return self.metric.orient(value.value)
 
     def encode(self, encoding_type: Any = None) -> np.ndarray:
-        """The space's numeric vector (for NASLib's predictor-based optimizers)."""
+        """The space's numeric vector (for NASLib's predictors); other encodings fail loudly."""
+        name = str(getattr(encoding_type, "value", encoding_type) or "adjacency_one_hot").lower()
+        if name not in self.ENCODINGS:
+            raise NasRobustError(f"NASLibArch cannot produce encoding {name!r}; supported: "
+                                 f"{', '.join(self.ENCODINGS)} (set the predictor's encoding_type to one of these)")
         return self.space.to_vector(self.arch)
 
     def __repr__(self) -> str:

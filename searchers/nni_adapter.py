@@ -203,6 +203,8 @@ class NNIStrategySearcher(Searcher):
 
 @dataclass(frozen=True)
 class NNIEvolutionOptions:
+    #: NNI's own defaults (population 100, sample 25) would spend a budget of 100 on random
+    #: sampling alone; these match nasrobust's ``evolution`` scale so budgets of 50-200 evolve.
     population_size: int = 20
     sample_size: int = 5
     #: Probability to redraw each dimension of a child; ``None``: 1 / number of dimensions.

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from nasrobust.errors import NasRobustError
 from nasrobust.metrics import FunctionMetric, Oriented
 from nasrobust.searchers.naslib import NASLibArch, run_naslib_optimizer
 from nasrobust.space import get_space
@@ -135,6 +136,21 @@ def test_protocol_conformance():
     c.set_spec(a.encoding)
     assert c.get_hash() == g.get_hash()
     assert sum(1 for _ in g.get_arch_iterator()) == SPACE.size()
+
+
+class _Encoding(enum.Enum):  # NASLib's EncodingType carries its name in .value
+    ADJACENCY_ONE_HOT = "adjacency_one_hot"
+    PATH = "path"
+
+
+def test_attributes_npenas_bananas_and_trainer_read():
+    g = NASLibArch(SPACE, linear(), seed=0)
+    g.sample_random_architecture()
+    assert g.instantiate_model is False, "True would make NPENAS/BANANAS call parse() to build a network"
+    assert g.space_name == "nasrobust:nb201" and g.get_model_size() == 0.0
+    np.testing.assert_array_equal(g.encode(encoding_type=_Encoding.ADJACENCY_ONE_HOT), SPACE.to_vector(g.arch))
+    with pytest.raises(NasRobustError, match="cannot produce encoding 'path'.*adjacency_one_hot"):
+        g.encode(encoding_type=_Encoding.PATH)
 
 
 def test_query_is_oriented_for_lower_is_better_metrics():
