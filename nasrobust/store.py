@@ -501,8 +501,8 @@ class ResultStore:
                 raise ProtocolConflictError(
                     f"{_describe_key(k)} is already stored under a different protocol "
                     f"({_describe_diff(_read_protocol(conn, 'main', old_pid), rec.protocol)}). "
-                    "One key holds one protocol: give the variant its own suite name, or pass "
-                    "overwrite=True to replace the stored value"
+                    "One key holds one protocol: evaluate the variant into another store (--db OTHER.db) "
+                    "or give it its own suite name; in Python, write(..., overwrite=True) replaces the stored value"
                 )
             return "kept" if value == float(rec.value) else "mismatch"
         conn.execute(

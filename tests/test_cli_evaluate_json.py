@@ -35,3 +35,18 @@ def test_json_summary_and_skipped_units(tmp_path, capsys):
     assert _evaluate(tmp_path / "sn", tmp_path / "r.db", tmp_path / "c") == 0
     out = capsys.readouterr().out
     assert "0 unit(s) evaluated, 4 skipped (already complete in the store)" in out
+
+
+def test_protocol_conflict_advice_works_from_the_cli(tmp_path, capsys):
+    from nasrobust.train import Recipe
+    from nasrobust.train.api import train_supernet
+
+    train_supernet("nb201", "digits", Recipe(epochs=1, batch_size=64, lr=0.05, bn_recalib_images=100), tmp_path / "sn",
+                   progress=False, channels=4, cells_per_stage=1)
+    assert _evaluate(tmp_path / "sn", tmp_path / "r.db", tmp_path / "c") == 0
+    capsys.readouterr()
+    variant = ["--n-examples", "30"]  # the same keys under another protocol
+    assert _evaluate(tmp_path / "sn", tmp_path / "r.db", tmp_path / "c", *variant) == 2
+    err = capsys.readouterr().err
+    assert "different protocol" in err and "--db OTHER.db" in err and "Traceback" not in err
+    assert _evaluate(tmp_path / "sn", tmp_path / "other.db", tmp_path / "c", *variant) == 0  # the advice, followed
