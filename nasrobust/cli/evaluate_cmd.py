@@ -44,6 +44,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recalib-images", type=positive_int, default=2000, help="training images for BN re-calibration of subnets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite-protocol", action="store_true",
+                   help="results of these models already in --db under another protocol (e.g. other --n-examples or "
+                   "suite options) are re-scored under this one and replaced (default: refuse before computing)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON summary object on stdout (units done/skipped, store, weights id, wall time)")
     p.set_defaults(func=cmd_evaluate)
@@ -85,7 +88,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     protocol = EvalProtocol(n_examples=args.n_examples, suite_options=parse_suite_options(args.suite_option),
                             seed=args.seed, recalib_images=args.recalib_images)
     common = dict(db=args.db, suites=suites, protocol=protocol, batch_size=args.batch_size, cache_dir=args.cache_dir,
-                  device=device, progress=not args.no_progress)
+                  device=device, progress=not args.no_progress, overwrite_protocol=args.overwrite_protocol)
     t0 = time.time()
     reports: list[Any] = []
     if args.pretrained:
