@@ -84,6 +84,7 @@ def evaluate(
     device: torch.device | str | None = None,
     progress: bool = False,
     shard: bool = True,
+    overwrite_protocol: bool = False,
 ) -> EvaluationResult:
     """Score ``model`` on ``suites`` (default: every registered suite) under ``protocol`` into the store ``db``.
 
@@ -98,6 +99,10 @@ def evaluate(
     supernet's largest subnet; none for a stand-alone model), an architecture of the supernet,
     ``"ENCODING@WEIGHTS_ID"`` / a :class:`~nasrobust.evaluator.Reference` of a stored model, or
     ``None``.
+
+    A model's results already stored under another protocol raise
+    :class:`~nasrobust.store.ProtocolConflictError` before anything is computed, unless
+    ``overwrite_protocol`` (re-score under this protocol and replace them).
     """
     protocol = protocol or EvalProtocol()
     names = list(suites) if suites is not None else SUITES.names()
@@ -115,7 +120,8 @@ def evaluate(
         evaluator = Evaluator(store, dataset, suite_objs, n_examples=protocol.n_examples,
                               cache_dir=None if cache_dir is None else Path(cache_dir),
                               device=dev, batch_size=batch_size, seed=protocol.seed,
-                              recalib_images=protocol.recalib_images, reference=ref, progress=progress)
+                              recalib_images=protocol.recalib_images, reference=ref, progress=progress,
+                              overwrite_protocol=overwrite_protocol)
         if isinstance(net, SupernetClassifier):
             reports = evaluator.evaluate_supernet(net, chosen, wid, shard=shard)
         else:

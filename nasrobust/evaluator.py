@@ -31,7 +31,7 @@ from nasrobust.noise.base import SUITES, EvalContext, NoiseSuite
 from nasrobust.rankstore import share_records
 from nasrobust.records import Protocol, Record, ResultKey, WorkUnit
 from nasrobust.space import Arch
-from nasrobust.store import ResultStore
+from nasrobust.store import ProtocolConflictError, ResultStore
 from nasrobust.rankstore import RankStore
 from nasrobust.supernet import SupernetClassifier, recalibrated_subnet
 
@@ -94,6 +94,7 @@ class Evaluator:
         recalib_images: int = 2000,
         reference: Reference | None = None,
         progress: bool = True,
+        overwrite_protocol: bool = False,
     ):
         if not suites:
             raise NasRobustError("no suites to run; pass --suites adversarial,natural,system,certified")
@@ -108,6 +109,10 @@ class Evaluator:
                                 seed=seed, reference=self._reference_value,
                                 reference_name=reference.encoding if reference else None, progress=self.progress)
         self._prepared: set[str] = set()
+        # True: records stored for a unit under another protocol are re-scored and replaced (else: a conflict)
+        self.overwrite_protocol = overwrite_protocol
+        if overwrite_protocol and not isinstance(store, ResultStore):
+            raise NasRobustError("--overwrite-protocol runs in one process; run it without torchrun")
 
     # ------------------------------------------------------------------ relative metrics
     def _reference_value(self, suite: str, noise: str, level: float, metric: str) -> float | None:
@@ -123,13 +128,33 @@ class Evaluator:
         return {s.name: s.protocol(self.ctx) for s in self.suites}
 
     def pending(self, arch: Arch, weights_id: str) -> list[NoiseSuite]:
-        """The suites whose unit for (arch, weights) is not complete yet."""
+        """The suites whose unit for (arch, weights) is not complete yet (a protocol conflict raises here)."""
         out = []
         for suite in self.suites:
             unit = WorkUnit.of(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name, protocol=suite.protocol(self.ctx))
             if not self.store.is_complete(unit):
+                self._check_protocol(unit, suite.name)
                 out.append(suite)
         return out
+
+    def check_protocols(self, archs: Iterable[Arch], weights_id: str) -> None:
+        """Raise :class:`ProtocolConflictError` when the store holds results of one of ``archs`` (these
+        weights, this dataset) under another protocol than a suite's now: found before any compute."""
+        for arch in archs:
+            self.pending(arch, weights_id)
+
+    def _check_protocol(self, unit: WorkUnit, suite: str) -> None:
+        if self.overwrite_protocol:
+            return
+        protocol = self.protocols()[suite]
+        for stored in self.store.unit_protocols(unit):
+            if stored.hash != protocol.hash:
+                diff = ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in stored.diff(protocol).items())
+                raise ProtocolConflictError(
+                    f"suite {suite}: {getattr(self.store, 'db', self.store.path)} already holds {unit.dataset} results of {unit.encoding} "
+                    f"(weights {unit.weights_id[:12]}) under another protocol (stored vs new: {diff or 'same settings'}); "
+                    "nothing was computed. Rerun with --overwrite-protocol (Python: overwrite_protocol=True) to replace "
+                    "them and re-score, or evaluate into another store (--db OTHER.db) to keep both")
 
     def evaluate(self, model: nn.Module, arch: Arch, weights_id: str, suites: Sequence[NoiseSuite] | None = None) -> ArchReport:
         """Score one model (an ImageClassifier taking [0, 1] images) on the pending suites."""
@@ -149,15 +174,19 @@ class Evaluator:
                 self._prepared.add(suite.name)
             self.ctx.done = {
                 (k.noise, k.level, k.metric)
-                for k in self.store.done_keys(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name)
+                for k in self.store.done_keys(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name,
+                                              protocol=protocol)
             }
             written = 0
             for m in suite.run(model, self.ctx):
                 key = ResultKey.of(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name,
                                    noise=m.noise, level=float(m.level), metric=m.metric)
-                self.store.write(Record(key, float(m.value), protocol))
+                self.store.write(Record(key, float(m.value), protocol), overwrite=self.overwrite_protocol)
                 written += 1
             self.store.complete_unit(unit)
+            if self.overwrite_protocol:  # the old protocol's records this protocol did not re-score
+                assert isinstance(self.store, ResultStore)
+                self.store.drop_other_protocols(unit)
             report.written[suite.name] = written
         report.seconds = time.time() - t0
         return report
@@ -172,6 +201,7 @@ class Evaluator:
         from tqdm.auto import tqdm
 
         archs = list(archs)
+        self.check_protocols(archs, weights_id)  # every conflict before the first subnet is scored
         if self.reference is not None and self.reference.weights_id == weights_id:
             ref = [a for a in archs if a.encoding == self.reference.encoding] or [model.supernet.space.decode(self.reference.encoding)]
             archs = ref + [a for a in archs if a.encoding != self.reference.encoding]

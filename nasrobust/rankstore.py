@@ -35,7 +35,7 @@ from typing import Any
 
 from nasrobust import distributed
 from nasrobust.space import Arch
-from nasrobust.records import Record, ResultKey, WorkUnit
+from nasrobust.records import Protocol, Record, ResultKey, WorkUnit
 from nasrobust.store import ProtocolConflictError, ResultStore, StoreError, open_results
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,9 @@ class RankStore:
 
     def done_keys(self, arch_or_encoding: Arch | str | None = None, **filters: Any) -> set[ResultKey]:
         return set().union(*(s.done_keys(arch_or_encoding, **filters) for s in self._stores()))
+
+    def unit_protocols(self, unit: WorkUnit) -> list[Protocol]:
+        return [p for s in self._stores() for p in s.unit_protocols(unit)]
 
     def query(self, arch_or_encoding: Arch | str | None = None, **filters: Any) -> list[Record]:
         """Records of both stores (this rank's own first where a key is in both), in key order."""

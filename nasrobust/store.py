@@ -501,8 +501,8 @@ class ResultStore:
                 raise ProtocolConflictError(
                     f"{_describe_key(k)} is already stored under a different protocol "
                     f"({_describe_diff(_read_protocol(conn, 'main', old_pid), rec.protocol)}). "
-                    "One key holds one protocol: give the variant its own suite name, or pass "
-                    "overwrite=True to replace the stored value"
+                    "One key holds one protocol: evaluate the variant into another store (--db OTHER.db), or replace "
+                    "the stored protocol (nasrobust evaluate --overwrite-protocol; in Python, write(..., overwrite=True))"
                 )
             return "kept" if value == float(rec.value) else "mismatch"
         conn.execute(
@@ -539,6 +539,31 @@ class ResultStore:
             where = (where + " AND" if where else " WHERE") + " p.hash = ?"
             args.append(protocol.hash)
         return {ResultKey(*row) for row in self._read(sql + where, args)}
+
+    def unit_protocols(self, unit: WorkUnit) -> list[Protocol]:
+        """Protocols of the records stored for ``unit``'s (arch, weights, dataset, suite), any protocol:
+        lets an evaluation find a protocol conflict before it computes anything."""
+        rows = self._read(
+            "SELECT DISTINCT protocol_id FROM main.results WHERE encoding = ? AND space = ? AND weights_id = ? "
+            "AND dataset = ? AND suite = ?",
+            (unit.encoding, unit.space, unit.weights_id, unit.dataset, unit.suite),
+        )
+        return [self._protocol(pid) for (pid,) in rows]
+
+    def drop_other_protocols(self, unit: WorkUnit) -> int:
+        """Delete the records (and completion marks) of ``unit``'s (arch, weights, dataset, suite) stored under
+        another protocol than ``unit``'s: the last step of replacing a stored protocol. Returns the rows deleted."""
+        where = "encoding = ? AND space = ? AND weights_id = ? AND dataset = ? AND suite = ?"
+        args = (unit.encoding, unit.space, unit.weights_id, unit.dataset, unit.suite)
+
+        def drop(conn: sqlite3.Connection, pending: dict[str, Any]) -> int:
+            n = conn.execute(
+                f"DELETE FROM main.results WHERE {where} AND protocol_id IN "
+                "(SELECT id FROM main.protocols WHERE hash != ?)", (*args, unit.protocol_hash)).rowcount
+            conn.execute(f"DELETE FROM main.units WHERE {where} AND protocol_hash != ?", (*args, unit.protocol_hash))
+            return n
+
+        return self._transaction(drop)
 
     def complete_unit(self, unit: WorkUnit, *, expected: int | None = None) -> int:
         """Mark a work unit complete (after all its records are written); returns its record count.

@@ -140,6 +140,10 @@ CASES = [
                                                  "--build-option", "channels=4", *TINY_TRAIN],
          "pass --force to replace it", lambda e: [e["sn"]]),
     Case("merge-into-an-input", lambda e: ["merge", e["db"], e["db"]], "is the input"),
+    Case("describe-unknown-space", lambda e: ["describe", "--space", "nbx201", "--arch", ENC], "Did you mean 'nb201'"),
+    Case("describe-malformed-encoding", lambda e: ["describe", "--space", "nb201", "--arch", "garbage"],
+         "malformed nb201 encoding"),
+    Case("spaces-unknown-option", lambda e: ["spaces", "--space", "nbx201"], "unrecognized arguments"),
     # an --out that is a file or cannot be written
     Case("sample-out-under-a-file", lambda e: ["sample", "--space", "nb201", "--n", "2", "--out",
                                                D(e, "afile") / "x.jsonl"], "is a file, not a folder"),

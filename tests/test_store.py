@@ -184,6 +184,25 @@ def test_write_same_protocol_is_idempotent_and_keeps_first_value(store):
     assert back == rec and len(store) == 1
 
 
+def test_unit_protocols_and_dropping_a_replaced_protocol(store):
+    """What `evaluate` checks before computing, and how `--overwrite-protocol` ends: the unit keeps its new
+    protocol's records only, other archs and suites are untouched."""
+    pgd100 = Protocol.make(**{**_fields(PGD), "steps": 100})
+    store.write_many(table(2))
+    unit = key("toy:0-1").unit(PGD)
+    assert [p.hash for p in store.unit_protocols(unit)] == [PGD.hash]
+    assert store.unit_protocols(key("toy:5-6").unit(PGD)) == []
+    store.complete_unit(unit)
+    store.write(Record(key("toy:0-1", level=8 / 255), 0.3, pgd100), overwrite=True)  # one key re-scored
+    new_unit = key("toy:0-1").unit(pgd100)
+    assert {p.hash for p in store.unit_protocols(new_unit)} == {PGD.hash, pgd100.hash}
+    before = len(store)
+    assert store.drop_other_protocols(new_unit) == 5  # the other five PGD keys of that unit
+    assert [p.hash for p in store.unit_protocols(new_unit)] == [pgd100.hash] and len(store) == before - 5
+    assert len(store.query("toy:0-1", suite="natural")) == 10 and len(store.query("toy:1-2")) == 16
+    assert not store.completed_units("toy:0-1", suite="adversarial")
+
+
 def test_write_different_protocol_conflicts_unless_overwrite(store):
     store.write(Record(key(), 0.5, PGD))
     store.complete_unit(key().unit(PGD))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from nasrobust.cli.common import positive_int
@@ -43,6 +44,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recalib-images", type=positive_int, default=2000, help="training images for BN re-calibration of subnets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite-protocol", action="store_true",
+                   help="results of these models already in --db under another protocol (e.g. other --n-examples or "
+                   "suite options) are re-scored under this one and replaced (default: refuse before computing)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON summary object on stdout (units done/skipped, store, weights id, wall time)")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -82,9 +88,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     protocol = EvalProtocol(n_examples=args.n_examples, suite_options=parse_suite_options(args.suite_option),
                             seed=args.seed, recalib_images=args.recalib_images)
     common = dict(db=args.db, suites=suites, protocol=protocol, batch_size=args.batch_size, cache_dir=args.cache_dir,
-                  device=device, progress=not args.no_progress)
+                  device=device, progress=not args.no_progress, overwrite_protocol=args.overwrite_protocol)
+    t0 = time.time()
+    reports: list[Any] = []
     if args.pretrained:
-        encodings, weights_id, dataset = _pretrained(args, common)
+        encodings, weights_id, dataset = _pretrained(args, common, reports)
     else:
         archs = read_encodings(args.archs) if args.archs else []
         result = evaluate(args.supernet or args.checkpoint, kind="supernet" if args.supernet else "standalone",
@@ -92,15 +100,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           archs=[*archs, *(args.arch or [])], n_archs=args.n, sample_seed=args.sample_seed,
                           reference=args.reference or LARGEST, **common)
         encodings, weights_id, dataset = result.encodings, result.weights_id, result.dataset
+        reports.extend(result.reports)
     distributed.barrier()
     if distributed.is_main():
-        with open_results(args.db, create=False) as store:
-            print(summary_table(store, encodings, dataset=dataset, weights_id=weights_id))
-        print(f"results in {args.db}")
+        from nasrobust.cli.eval_summary import render, summarize
+        from nasrobust.noise.base import SUITES
+
+        summary = summarize(reports, encodings, suites or SUITES.names(), db=args.db, weights_id=weights_id,
+                            dataset=dataset, seconds=time.time() - t0)
+        if args.json:
+            print(render(summary, as_json=True))
+        else:
+            with open_results(args.db, create=False) as store:
+                print(summary_table(store, encodings, dataset=dataset, weights_id=weights_id))
+            print(render(summary, as_json=False))
+            print(f"results in {args.db}")
     return 0
 
 
-def _pretrained(args: argparse.Namespace, common: dict[str, Any]) -> tuple[list[str], None, str]:
+def _pretrained(args: argparse.Namespace, common: dict[str, Any], reports: list[Any]) -> tuple[list[str], None, str]:
     """Networks with the published weights their space declares (``SearchSpace.pretrained``), each keyed by its
     own weights id."""
     from nasrobust.data import load_dataset
@@ -121,5 +139,5 @@ def _pretrained(args: argparse.Namespace, common: dict[str, Any]) -> tuple[list[
                              f"{data.info.name} has {data.info.num_classes}")
     for arch in archs:
         model, weights_id = space.pretrained(arch)
-        evaluate(model, archs=[arch], data=data, weights_id=weights_id, reference=None, **common)
+        reports.extend(evaluate(model, archs=[arch], data=data, weights_id=weights_id, reference=None, **common).reports)
     return [a.encoding for a in archs], None, data.info.name
