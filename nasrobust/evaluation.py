@@ -84,6 +84,7 @@ def evaluate(
     device: torch.device | str | None = None,
     progress: bool = False,
     shard: bool = True,
+    claims: Any = None,
 ) -> EvaluationResult:
     """Score ``model`` on ``suites`` (default: every registered suite) under ``protocol`` into the store ``db``.
 
@@ -116,6 +117,7 @@ def evaluate(
                               cache_dir=None if cache_dir is None else Path(cache_dir),
                               device=dev, batch_size=batch_size, seed=protocol.seed,
                               recalib_images=protocol.recalib_images, reference=ref, progress=progress)
+        evaluator.claims = claims  # nasrobust.claims.Claims: share units with other processes on this store
         if isinstance(net, SupernetClassifier):
             reports = evaluator.evaluate_supernet(net, chosen, wid, shard=shard)
         else:

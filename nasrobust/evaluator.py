@@ -108,6 +108,7 @@ class Evaluator:
                                 seed=seed, reference=self._reference_value,
                                 reference_name=reference.encoding if reference else None, progress=self.progress)
         self._prepared: set[str] = set()
+        self.claims: Any = None  # a nasrobust.claims.Claims when several workers share the store
 
     # ------------------------------------------------------------------ relative metrics
     def _reference_value(self, suite: str, noise: str, level: float, metric: str) -> float | None:
@@ -139,10 +140,16 @@ class Evaluator:
         for suite in suites if suites is not None else self.pending(arch, weights_id):
             protocol = suite.protocol(self.ctx)
             unit = WorkUnit.of(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name, protocol=protocol)
+            claim_key = f"{arch.encoding}|{weights_id}|{self.data.info.name}|{suite.name}|{protocol.hash}"
+            if self.claims is not None and not self._claim(claim_key, unit, wait=self._is_reference(arch, weights_id)):
+                report.skipped[suite.name] = "claimed by another worker or done"
+                continue
             reason = suite.not_applicable(model)
             if reason:  # not marked complete: nothing was measured, and the check is cheap to redo
                 log.warning("%s suite skipped for %s: %s", suite.name, arch.encoding, reason)
                 report.skipped[suite.name] = reason
+                if self.claims is not None:
+                    self.claims.release(claim_key)
                 continue
             if suite.name not in self._prepared:
                 suite.prepare(self.ctx)
@@ -158,9 +165,27 @@ class Evaluator:
                 self.store.write(Record(key, float(m.value), protocol))
                 written += 1
             self.store.complete_unit(unit)
+            if self.claims is not None:
+                self.claims.release(claim_key)
+                log.info("unit computed: %s", claim_key)
             report.written[suite.name] = written
         report.seconds = time.time() - t0
         return report
+
+    def _is_reference(self, arch: Arch, weights_id: str) -> bool:
+        return self.reference is not None and (arch.encoding, weights_id) == (self.reference.encoding, self.reference.weights_id)
+
+    def _claim(self, key: str, unit: WorkUnit, *, wait: bool) -> bool:
+        """Claim a unit not complete yet; the reference model's units are waited for (other workers' relative
+        metrics need them), every other unit held by another worker is left to it."""
+        while not self.claims.claim(key):
+            if not wait or self.store.is_complete(unit):
+                return False
+            time.sleep(1.0)
+        if self.store.is_complete(unit):
+            self.claims.release(key)
+            return False
+        return True
 
     # ------------------------------------------------------------------ supernet subnets
     def evaluate_supernet(self, model: SupernetClassifier, archs: Sequence[Arch], weights_id: str, *, shard: bool = True) -> list[ArchReport]:

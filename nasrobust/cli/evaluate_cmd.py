@@ -43,6 +43,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recalib-images", type=positive_int, default=2000, help="training images for BN re-calibration of subnets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--workers", type=positive_int,
+                   help="worker processes claiming (architecture, suite) units from --db, each with cores/N torch "
+                        "threads (default: one per core on the CPU, 1 on a GPU); other `evaluate` commands on the "
+                        "same store share the units too. Results do not depend on it")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -66,11 +70,10 @@ def parse_suite_options(items: list[str]) -> dict[str, dict[str, Any]]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from nasrobust import distributed
-    from nasrobust.cli.archs_file import read_encodings
-    from nasrobust.evaluation import LARGEST, EvalProtocol, evaluate
     from nasrobust.headlines import summary_table
     from nasrobust.outputs import check_writable_store
     from nasrobust.store import open_results
+    from nasrobust.workers import default_workers, join_pool, start_pool, threads_per_worker, torch_threads
 
     modes = [m for m in ("supernet", "checkpoint", "pretrained") if getattr(args, m)]
     if len(modes) != 1:
@@ -78,26 +81,52 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_writable_store(args.db)
     device = distributed.local_device()
     distributed.init(device)
+    if distributed.world_size() > 1 and (args.workers or 1) > 1:
+        raise NasRobustError("--workers > 1 cannot be combined with torchrun (its ranks already share the work); "
+                             "drop --workers")
+    worker = getattr(args, "_worker", False)
+    workers = 1 if distributed.world_size() > 1 or worker else (args.workers or default_workers(device))
+    pool = []
+    if workers > 1:  # this process is worker 0; the others are spawned copies that claim units from the same store
+        open_results(args.db, create=True).close()  # created once, before the workers race for it
+        pool = start_pool(cmd_evaluate, argparse.Namespace(**{**vars(args), "_worker": True}), workers - 1,
+                          threads_per_worker(workers))
+    with torch_threads(threads_per_worker(workers) if workers > 1 else None):
+        encodings, weights_id, dataset = _evaluate(args, device)
+    code = join_pool(pool)
+    distributed.barrier()
+    if code == 0 and distributed.is_main() and not worker:
+        with open_results(args.db, create=False) as store:
+            print(summary_table(store, encodings, dataset=dataset, weights_id=weights_id))
+        print(f"results in {args.db}")
+    return code
+
+
+def _evaluate(args: argparse.Namespace, device: Any) -> tuple[list[str], str | None, str]:
+    """Score what ``args`` name into ``args.db``, claiming units so other processes on the store share the work."""
+    from nasrobust import distributed
+    from nasrobust.claims import Claims
+    from nasrobust.cli.archs_file import read_encodings
+    from nasrobust.evaluation import LARGEST, EvalProtocol, evaluate
+
     suites = [s.strip() for s in args.suites.split(",") if s.strip()] if args.suites else None
     protocol = EvalProtocol(n_examples=args.n_examples, suite_options=parse_suite_options(args.suite_option),
                             seed=args.seed, recalib_images=args.recalib_images)
+    claims = Claims(args.db) if distributed.world_size() == 1 else None
     common = dict(db=args.db, suites=suites, protocol=protocol, batch_size=args.batch_size, cache_dir=args.cache_dir,
-                  device=device, progress=not args.no_progress)
-    if args.pretrained:
-        encodings, weights_id, dataset = _pretrained(args, common)
-    else:
+                  device=device, progress=not args.no_progress and not getattr(args, "_worker", False), claims=claims)
+    try:
+        if args.pretrained:
+            return _pretrained(args, common)
         archs = read_encodings(args.archs) if args.archs else []
         result = evaluate(args.supernet or args.checkpoint, kind="supernet" if args.supernet else "standalone",
                           space=args.space, data=args.dataset, data_root=args.data_root,
                           archs=[*archs, *(args.arch or [])], n_archs=args.n, sample_seed=args.sample_seed,
                           reference=args.reference or LARGEST, **common)
-        encodings, weights_id, dataset = result.encodings, result.weights_id, result.dataset
-    distributed.barrier()
-    if distributed.is_main():
-        with open_results(args.db, create=False) as store:
-            print(summary_table(store, encodings, dataset=dataset, weights_id=weights_id))
-        print(f"results in {args.db}")
-    return 0
+        return list(result.encodings), result.weights_id, result.dataset
+    finally:
+        if claims is not None:
+            claims.close()
 
 
 def _pretrained(args: argparse.Namespace, common: dict[str, Any]) -> tuple[list[str], None, str]:
