@@ -31,6 +31,14 @@ def default_workers(device: torch.device) -> int:
     return 1 if device.type != "cpu" else cores()
 
 
+def check_workers(workers: int | None) -> None:
+    """A user's ``--workers``: None (the default) or a positive count."""
+    if workers is not None and workers < 1:
+        from nasrobust.errors import NasRobustError
+
+        raise NasRobustError(f"--workers must be >= 1, got {workers}; e.g. --workers 2 (or omit it: one per core)")
+
+
 def threads_per_worker(workers: int) -> int:
     """Torch/OpenMP threads for each of ``workers`` processes: the cores shared out, at least one."""
     return max(1, cores() // workers)

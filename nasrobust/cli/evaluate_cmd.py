@@ -43,7 +43,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recalib-images", type=positive_int, default=2000, help="training images for BN re-calibration of subnets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--workers", type=positive_int,
+    p.add_argument("--workers", type=int,
                    help="worker processes claiming (architecture, suite) units from --db, each with cores/N torch "
                         "threads (default: one per core on the CPU, 1 on a GPU); other `evaluate` commands on the "
                         "same store share the units too. Results do not depend on it")
@@ -73,7 +73,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from nasrobust.headlines import summary_table
     from nasrobust.outputs import check_writable_store
     from nasrobust.store import open_results
-    from nasrobust.workers import default_workers, join_pool, start_pool, threads_per_worker, torch_threads
+    from nasrobust.workers import check_workers, default_workers, join_pool, start_pool, threads_per_worker, torch_threads
+
+    check_workers(args.workers)
 
     modes = [m for m in ("supernet", "checkpoint", "pretrained") if getattr(args, m)]
     if len(modes) != 1:
