@@ -10,15 +10,19 @@ prevents two workers from computing the same unit at the same time.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_LEASE_S = 600.0
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS claims (
     unit TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL) WITHOUT ROWID"""
@@ -41,6 +45,7 @@ class Claims:
         self.lease_s = float(lease_s)
         self._clock = clock or time.time
         self._db: sqlite3.Connection | None = None
+        self._beats: dict[str, tuple[threading.Event, threading.Thread]] = {}
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -52,6 +57,8 @@ class Claims:
         return self._db
 
     def close(self) -> None:
+        for unit in list(self._beats):
+            self._stop_beat(unit)
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -88,8 +95,34 @@ class Claims:
         return self._immediate("UPDATE claims SET expires = ? WHERE unit = ? AND owner = ?",
                                (self._clock() + self.lease_s, unit, self.owner)) > 0
 
+    def hold(self, unit: str) -> None:
+        """Keep our claim on ``unit`` alive while we compute it: a daemon thread renews the lease every
+        ``lease_s / 3`` seconds on its own connection until :meth:`release` (or :meth:`close`), so a unit
+        that takes longer than the lease is never taken over while this process lives; when the process
+        dies, the thread dies with it and the lease expires."""
+        if unit in self._beats:
+            return
+        stop = threading.Event()
+        thread = threading.Thread(target=self._beat, args=(unit, stop), name=f"claim-heartbeat-{unit}", daemon=True)
+        self._beats[unit] = (stop, thread)
+        thread.start()
+
+    def _beat(self, unit: str, stop: threading.Event) -> None:
+        with Claims(self.path, self.owner, lease_s=self.lease_s, clock=self._clock) as mine:
+            while not stop.wait(self.lease_s / 3):
+                if not mine.renew(unit):
+                    log.warning("lease on %s lost (expired and taken over): another worker may compute it again", unit)
+                    return
+
+    def _stop_beat(self, unit: str) -> None:
+        beat = self._beats.pop(unit, None)
+        if beat is not None:
+            beat[0].set()
+            beat[1].join()
+
     def release(self, unit: str) -> None:
         """Drop our claim on ``unit`` (done or given up); another owner's claim is left alone."""
+        self._stop_beat(unit)
         self._immediate("DELETE FROM claims WHERE unit = ? AND owner = ?", (unit, self.owner))
 
     def holder(self, unit: str) -> tuple[str, float] | None:

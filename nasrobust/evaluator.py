@@ -185,6 +185,7 @@ class Evaluator:
         if self.store.is_complete(unit):
             self.claims.release(key)
             return False
+        self.claims.hold(key)  # renewed while we compute it; released when done
         return True
 
     # ------------------------------------------------------------------ supernet subnets

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,44 @@ def test_two_commands_share_units_and_match_one_run(tmp_path):
     assert len(units) == len(set(units)) == 5 * 2  # 4 subnets + the reference, 2 suites, each once
     assert all(any("unit computed:" in line for line in err.splitlines()) for _, err in outs)  # both did work
     assert _rows(shared) == _rows(tmp_path / "one.db")  # bit-identical to one uninterrupted run
+
+
+_HOLDER = """
+import sys, time
+from nasrobust.claims import Claims
+c = Claims(sys.argv[1], "worker", lease_s=1.0)
+assert c.claim("u")
+c.hold("u")
+print("held", flush=True)
+time.sleep(60)  # computing a unit far longer than the lease
+"""
+
+
+def test_heartbeat_keeps_a_long_unit_until_its_worker_dies(tmp_path):
+    """A 1 s lease on a unit that takes ~3 s: no take-over while the worker lives, take-over once it is gone."""
+    db = _store(tmp_path)
+    worker = subprocess.Popen([sys.executable, "-c", _HOLDER, str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "held"
+        other = Claims(db, "other", lease_s=1.0)
+        end = time.time() + 3.0
+        while time.time() < end:
+            assert not other.claim("u"), "taken over while its worker was alive"
+            time.sleep(0.1)
+    finally:
+        worker.kill()
+        worker.wait()
+    time.sleep(1.2)  # the dead worker's lease runs out
+    assert other.claim("u") and other.holder("u")[0] == "other"
+    other.close()
+
+
+def test_release_stops_the_heartbeat(tmp_path):
+    db = _store(tmp_path)
+    with Claims(db, "a", lease_s=0.3) as a:
+        assert a.claim("u")
+        a.hold("u")
+        a.release("u")
+        assert a.holder("u") is None and not a._beats
+        time.sleep(0.3)
+        assert a.holder("u") is None  # no renewal re-creates or extends it
