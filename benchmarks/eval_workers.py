@@ -105,9 +105,9 @@ def main() -> None:
                         "--recalib-images", str(args.recalib_images), "--cache-dir", str(cache), "--no-progress",
                         "--db", str(tmp_path / "warm.db"), "--workers", "1"],
                        check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
-        for load in ("quiet", "2 competing"):
+        for load in ("no added load", "+2 busy loops"):
             burners = []
-            if load != "quiet":
+            if load != "no added load":
                 burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
                 time.sleep(1.0)
             try:
@@ -138,19 +138,23 @@ def main() -> None:
         a, b = results[load, "a"], results[load, "b"]
         for name, r in (("a: 1 process, default threads", a), ("b: --workers 2, 1 thread each", b)):
             wall = f"{r['wall']:.1f}" if r["finished"] else f"> {r['wall']:.0f} (killed, {r['units']}/{2 * n_subnets} units)"
-            per = f"{r['wall'] / n_subnets:.1f}" if r["finished"] else f"> {r['wall'] / max(r['units'] / 2, 1e-9):.0f}" if r["units"] else "-"
-            ratio = f"{a['wall'] / b['wall']:.2f}x" + ("" if a["finished"] and b["finished"] else " (at least)" if b["finished"] else " (lower bound unknown)")
+            rate = f"; ~{r['wall'] / (r['units'] / 2):.0f} at the rate it reached" if r["units"] else ""
+            per = f"{r['wall'] / n_subnets:.1f}" if r["finished"] else f"> {r['wall'] / n_subnets:.0f}{rate}"
+            ratio = f"{a['wall'] / b['wall']:.2f}x" + ("" if a["finished"] and b["finished"] else " (at least)" if b["finished"] else " (b killed: n/a)")
             lines.append(f"| {load} | {name} | {wall} | {per} | {r['cpu'] / r['wall']:.2f} | {ratio} | {loads[load]:.2f} |")
     lines += [
         "",
         f"- stored rows identical in the {len(done)} finished runs: **{'yes' if identical else 'NO'}** ({len(reference)} rows each)",
         f"- `uptime` after the run: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}",
         "",
-        "The machine is shared with other engineers' jobs (see the load averages), so these timings are "
-        "indicative: compare the ratios within one row pair, measured side by side, not the absolute seconds.",
+        "The machine is shared with other engineers' jobs (see the load averages: even 'no added load' ran on an "
+        "oversubscribed machine, so 'cores busy' is this run's share of the cores), so these timings are indicative: "
+        "compare the ratios within one row pair, measured side by side, not the absolute seconds. A killed run's "
+        "CPU time is spent without finishing its units: OpenMP threads spinning against other runnable threads.",
         "",
-        f"A run still going after {args.limit_s:.0f} s is killed; its s / subnet is then a lower bound from the units it "
-        "finished (a unit is one subnet's suite), and a/b is at least the ratio shown.",
+        f"A run still going after {args.limit_s:.0f} s is killed; its s / subnet is then a strict lower bound (wall / "
+        "subnets) followed by the pace it kept on the units it finished (a unit is one subnet's suite), and a/b is at "
+        "least the ratio shown.",
         "",
         f"Produced by `python benchmarks/eval_workers.py --supernet <dir> --n {args.n} --n-examples {args.n_examples} "
         f"--limit-s {args.limit_s:.0f}`.",
