@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,8 @@ def evaluate(
     progress: bool = False,
     shard: bool = True,
     overwrite_protocol: bool = False,
+    claims: Any = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> EvaluationResult:
     """Score ``model`` on ``suites`` (default: every registered suite) under ``protocol`` into the store ``db``.
 
@@ -122,6 +124,10 @@ def evaluate(
                               device=dev, batch_size=batch_size, seed=protocol.seed,
                               recalib_images=protocol.recalib_images, reference=ref, progress=progress,
                               overwrite_protocol=overwrite_protocol)
+        evaluator.claims = claims  # nasrobust.claims.Claims: share units with other processes on this store
+        evaluator.check_protocols(chosen, wid)
+        if on_ready is not None:
+            on_ready()
         if isinstance(net, SupernetClassifier):
             reports = evaluator.evaluate_supernet(net, chosen, wid, shard=shard)
         else:

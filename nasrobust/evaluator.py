@@ -73,7 +73,8 @@ class ArchReport:
 
     encoding: str
     written: dict[str, int] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # suite -> why it is not applicable
+    shared: set[str] = field(default_factory=set)  # suites another process sharing the store claimed or finished
     seconds: float = 0.0
 
 
@@ -113,6 +114,7 @@ class Evaluator:
         self.overwrite_protocol = overwrite_protocol
         if overwrite_protocol and not isinstance(store, ResultStore):
             raise NasRobustError("--overwrite-protocol runs in one process; run it without torchrun")
+        self.claims: Any = None  # a nasrobust.claims.Claims when several workers share the store
 
     # ------------------------------------------------------------------ relative metrics
     def _reference_value(self, suite: str, noise: str, level: float, metric: str) -> float | None:
@@ -164,10 +166,16 @@ class Evaluator:
         for suite in suites if suites is not None else self.pending(arch, weights_id):
             protocol = suite.protocol(self.ctx)
             unit = WorkUnit.of(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name, protocol=protocol)
+            claim_key = f"{arch.encoding}|{weights_id}|{self.data.info.name}|{suite.name}|{protocol.hash}"
+            if self.claims is not None and not self._claim(claim_key, unit, wait=self._is_reference(arch, weights_id)):
+                report.shared.add(suite.name)
+                continue
             reason = suite.not_applicable(model)
             if reason:  # not marked complete: nothing was measured, and the check is cheap to redo
                 log.warning("%s suite skipped for %s: %s", suite.name, arch.encoding, reason)
                 report.skipped[suite.name] = reason
+                if self.claims is not None:
+                    self.claims.release(claim_key)
                 continue
             if suite.name not in self._prepared:
                 suite.prepare(self.ctx)
@@ -187,9 +195,28 @@ class Evaluator:
             if self.overwrite_protocol:  # the old protocol's records this protocol did not re-score
                 assert isinstance(self.store, ResultStore)
                 self.store.drop_other_protocols(unit)
+            if self.claims is not None:
+                self.claims.release(claim_key)
+                log.info("unit computed: %s", claim_key)
             report.written[suite.name] = written
         report.seconds = time.time() - t0
         return report
+
+    def _is_reference(self, arch: Arch, weights_id: str) -> bool:
+        return self.reference is not None and (arch.encoding, weights_id) == (self.reference.encoding, self.reference.weights_id)
+
+    def _claim(self, key: str, unit: WorkUnit, *, wait: bool) -> bool:
+        """Claim a unit not complete yet; the reference model's units are waited for (other workers' relative
+        metrics need them), every other unit held by another worker is left to it."""
+        while not self.claims.claim(key):
+            if not wait or self.store.is_complete(unit):
+                return False
+            time.sleep(1.0)
+        if self.store.is_complete(unit):
+            self.claims.release(key)
+            return False
+        self.claims.hold(key)  # renewed while we compute it; released when done
+        return True
 
     # ------------------------------------------------------------------ supernet subnets
     def evaluate_supernet(self, model: SupernetClassifier, archs: Sequence[Arch], weights_id: str, *, shard: bool = True) -> list[ArchReport]:

@@ -123,7 +123,8 @@ _SCHEMA = (
         PRIMARY KEY (encoding, space, weights_id, dataset, suite, protocol_hash)) WITHOUT ROWID""",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
-_OWN_TABLES = {"runs", "protocols", "protocol_params", "protocol_versions", "results", "units"}
+_OWN_TABLES = {"runs", "protocols", "protocol_params", "protocol_versions", "results", "units",
+               "claims"}  # claims: nasrobust.claims, leases of units being computed by a worker
 
 # Python type of a protocol param -> kind stored beside it, and back (bool before int: a bool is an int).
 _PARAM_KINDS: tuple[tuple[type, str], ...] = ((bool, "bool"), (str, "str"), (int, "int"), (float, "float"))

@@ -92,6 +92,26 @@ FULL_PROTOCOL = StudyProtocol(eval_archs=None, n_examples=None, recalib_images=2
 PROTOCOLS: dict[str, StudyProtocol] = {"cpu": CPU_PROTOCOL, "full": FULL_PROTOCOL}
 
 
+RUN_SETTINGS = ("workers",)  # settings of how a study runs, not of what it computes
+
+
+def _cores() -> int:
+    from nasrobust.workers import cores
+
+    return cores()
+
+
+def _evaluate_worker(payload: tuple) -> int:
+    """One spawned evaluation worker of a study: claims and scores units until none is left."""
+    from nasrobust.claims import Claims
+    from nasrobust.evaluation import evaluate
+
+    ckpt, dataset, data_root, kw = payload
+    with Claims(kw["db"]) as claims:
+        evaluate(ckpt, data=dataset, data_root=data_root, progress=False, claims=claims, **kw)
+    return 0
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """Everything a study did; written to ``out/config.toml`` resolved (no 'auto' left)."""
@@ -117,6 +137,7 @@ class StudyConfig:
     replicates: int | None = None  # supernets trained with seeds recipe.seed + r, r = 0..K-1, the same subnets
     # scored in each; None: the protocol's (cpu 2, full 1)
     techniques: tuple[str, ...] = ("standard",)  # train.recipe.TECHNIQUES names or presets; one supernet each x replicate
+    workers: int | None = None  # run setting (RUN_SETTINGS): evaluation worker processes; results do not depend on it
 
     # ------------------------------------------------------------------ resolution
     def resolved(self, has_gpu: bool) -> "StudyConfig":
@@ -154,6 +175,7 @@ class StudyConfig:
             recalib_images=self.recalib_images or p.recalib_images,
             replicates=self.replicates if self.replicates is not None else p.replicates,
             suite_options={s: o for s, o in options.items() if o}, recipe=recipe,
+            workers=self.workers or (1 if has_gpu else _cores()),
         )
 
     def eval_protocol(self) -> EvalProtocol:
@@ -315,8 +337,10 @@ class Study:
         text = self.config.to_toml()
         if self.config_file.exists():
             previous = StudyConfig.from_toml(self.config_file)
-            old, new = _plain(dataclasses.asdict(previous)), _plain(dataclasses.asdict(self.config))
-            if old == new:
+            old, new = (_plain({k: v for k, v in dataclasses.asdict(c).items() if k not in RUN_SETTINGS})
+                        for c in (previous, self.config))
+            if old == new:  # the same study; run settings (workers) may differ
+                self.config_file.write_text(text)
                 return
             if not self.force:
                 diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
@@ -373,9 +397,25 @@ class Study:
         """Score ``archs`` (and the mCE reference, the largest subnet) on every suite into the store."""
         from nasrobust.evaluation import evaluate
 
+        from nasrobust import distributed
+        from nasrobust.claims import Claims
+        from nasrobust.store import open_results
+        from nasrobust.workers import join_pool, start_pool, threads_per_worker, torch_threads
+
         c = self.config
-        evaluate(ckpt, db=self.db, suites=c.suites, protocol=c.eval_protocol(), archs=archs, data=data,
-                 batch_size=c.batch_size, cache_dir=c.cache_dir, device=self.device, progress=self.progress)
+        kw = dict(db=self.db, suites=c.suites, protocol=c.eval_protocol(), archs=archs, batch_size=c.batch_size,
+                  cache_dir=c.cache_dir, device=self.device)
+        workers = 1 if distributed.world_size() > 1 else (c.workers or 1)
+        pool = []
+        if workers > 1:  # spawned workers claim units from the store alongside this process
+            open_results(self.db, create=True).close()
+            pool = start_pool(_evaluate_worker, (ckpt, c.dataset, c.data_root, kw), workers - 1,
+                              threads_per_worker(workers))
+        with Claims(self.db) as claims, torch_threads(threads_per_worker(workers) if workers > 1 else None):
+            evaluate(ckpt, data=data, progress=self.progress, claims=claims if distributed.world_size() == 1 else None,
+                     **kw)
+        if join_pool(pool):
+            raise NasRobustError("an evaluation worker failed (see its message above); rerun to finish the study")
 
     def analyze(self) -> Path:
         """Factor <-> robustness report over every scored subnet."""

@@ -173,6 +173,11 @@ CASES = [
     Case("truncated-supernet", lambda e: ["evaluate", "--supernet", D(e, "truncated.pt"), "--num-archs", "1",
                                           "--db", D(e, "new.db")], "truncated, corrupt",
          absent=lambda e: [D(e, "new.db")]),
+    *(Case(f"{cmd}-workers-{n}", lambda e, cmd=cmd, n=n: [cmd, *(["--supernet", e["sn"], "--db", D(e, "new.db")]
+                                                                if cmd == "evaluate" else ["--out", D(e, "st9")]),
+                                                          "--workers", n],
+           "--workers must be >= 1", absent=lambda e: [D(e, "new.db"), D(e, "st9")])
+      for cmd in ("evaluate", "study") for n in ("0", "-2")),
     # accepted and ignored before
     Case("train-supernet-kd-teacher", lambda e: ["train-supernet", "--space", "nb201", "--out", D(e, "sn2"),
                                                  "--kd-teacher", D(e, "truncated.pt"), *TINY_TRAIN, *NB],

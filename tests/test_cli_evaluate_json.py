@@ -11,7 +11,7 @@ def _evaluate(sn, db, cache, *extra):
     return main(["evaluate", "--supernet", str(sn), "--num-archs", "1", "--suites", "natural,system",
                  "--suite-option", "natural.corruptions=contrast", "--suite-option", "natural.severities=1",
                  "--suite-option", "natural.fp_kinds=", "--n-examples", "20", "--recalib-images", "100",
-                 "--db", str(db), "--cache-dir", str(cache), "--no-progress", *extra])
+                 "--db", str(db), "--cache-dir", str(cache), "--no-progress", *(extra or ("--workers", "1"))])
 
 
 def test_json_summary_and_skipped_units(tmp_path, capsys):
@@ -21,20 +21,22 @@ def test_json_summary_and_skipped_units(tmp_path, capsys):
     train_supernet("nb201", "digits", Recipe(epochs=1, batch_size=64, lr=0.05, bn_recalib_images=100), tmp_path / "sn",
                    progress=False, channels=4, cells_per_stage=1)
     capsys.readouterr()
-    assert _evaluate(tmp_path / "sn", tmp_path / "r.db", tmp_path / "c", "--json") == 0
+    assert _evaluate(tmp_path / "sn", tmp_path / "r.db", tmp_path / "c", "--json", "--workers", "2") == 0
     first = json.loads(capsys.readouterr().out)  # the whole of stdout is one JSON object
     n = first["models"]  # the sampled subnet and the mCE reference (the largest subnet)
-    assert first["archs"] == 1 and n == 2 and first["units_done"] == 2 * n and first["units_skipped_complete"] == 0
-    assert first["suites"]["natural"]["done"] == n and first["suites"]["system"]["done"] == n
+    # two worker processes: each unit counted once, by this process or as done by the other one
+    assert first["archs"] == 1 and n == 2 and first["units_skipped_complete"] == 0
+    assert first["units_done"] + first["units_done_by_other_process"] == 2 * n
+    assert all(c["done"] + c["done_by_other_process"] == n for c in first["suites"].values())
     assert first["store"] == str(tmp_path / "r.db") and first["dataset"] == "digits"
     assert first["weights_id"] and first["wall_seconds"] > 0
-    assert _evaluate(tmp_path / "sn", tmp_path / "r.db", tmp_path / "c", "--json") == 0
+    assert _evaluate(tmp_path / "sn", tmp_path / "r.db", tmp_path / "c", "--json", "--workers", "1") == 0
     again = json.loads(capsys.readouterr().out)
     assert again["units_done"] == 0 and again["units_skipped_complete"] == 2 * n
     assert again["weights_id"] == first["weights_id"]
     assert _evaluate(tmp_path / "sn", tmp_path / "r.db", tmp_path / "c") == 0
     out = capsys.readouterr().out
-    assert "0 unit(s) evaluated, 4 skipped (already complete in the store)" in out
+    assert "0 unit(s) evaluated by this process, 0 by other worker processes sharing the store, 4 skipped (already complete in the store)" in out
 
 
 def _snapshot(db, cache):

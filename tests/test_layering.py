@@ -24,10 +24,10 @@ LAYERS: dict[str, tuple[int, str]] = {}
 for _number, _name, _prefixes in (
     (6, "cli", ("nasrobust.cli", "nasrobust.__main__")),
     (5, "study/search", ("nasrobust.study", "nasrobust.search", "nasrobust.diffsearch", "nasrobust.searchers")),
-    (4, "evaluate/train", ("nasrobust.evaluation", "nasrobust.evaluator", "nasrobust.train", "nasrobust.metrics")),
+    (4, "evaluate/train", ("nasrobust.evaluation", "nasrobust.evaluator", "nasrobust.workers", "nasrobust.train", "nasrobust.metrics")),
     (3, "noise/analysis/store", ("nasrobust.noise", "nasrobust.analysis", "nasrobust.store", "nasrobust.records",
                                  "nasrobust.checkpoint", "nasrobust.proxies", "nasrobust.bounds", "nasrobust.headlines",
-                                 "nasrobust.inference", "nasrobust.rankstore")),
+                                 "nasrobust.inference", "nasrobust.rankstore", "nasrobust.claims")),
     (2, "spaces/supernet", ("nasrobust", "nasrobust.spaces", "nasrobust.supernet",
                             "nasrobust.oneshot", "nasrobust.elastic", "nasrobust.models", "nasrobust.data",
                             "nasrobust.distributed")),
@@ -167,7 +167,7 @@ def test_no_lower_layer_imports_an_upper_one():
 #: Neighbours in one layer that must stay apart: evaluation scores models, training makes them; what
 #: both need (BN re-calibration of a subnet) lives below them, in ``nasrobust.supernet``.
 APART = (
-    (("nasrobust.evaluation", "nasrobust.evaluator", "nasrobust.metrics"), "nasrobust.train"),
+    (("nasrobust.evaluation", "nasrobust.evaluator", "nasrobust.workers", "nasrobust.metrics"), "nasrobust.train"),
 )
 
 

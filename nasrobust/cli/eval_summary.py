@@ -18,21 +18,26 @@ def summarize(reports: Sequence[ArchReport], encodings: Sequence[str], suites: S
     """Per-suite counts of (arch, suite) units written now, skipped because complete, not applicable.
 
     A unit neither written nor found not-applicable by this process was already complete in the
-    store (``evaluate`` skips those without loading data for them). Under torchrun the counts are
-    this rank's share.
+    store (``evaluate`` skips those without loading data for them). With ``--workers`` (or another
+    ``evaluate`` on the same store) the units the other processes claimed are counted apart. Under
+    torchrun the counts are this rank's share.
     """
-    per_suite: dict[str, dict[str, int]] = {s: {"done": 0, "skipped_complete": 0, "not_applicable": 0} for s in suites}
+    keys = ("done", "done_by_other_process", "skipped_complete", "not_applicable")
+    per_suite: dict[str, dict[str, int]] = {s: dict.fromkeys(keys, 0) for s in suites}
     for rep in reports:
         for s in suites:
             c = per_suite[s]
             if s in rep.written:
                 c["done"] += 1
+            elif s in rep.shared:
+                c["done_by_other_process"] += 1
             elif s in rep.skipped:
                 c["not_applicable"] += 1
             else:
                 c["skipped_complete"] += 1
-    total = {k: sum(c[k] for c in per_suite.values()) for k in ("done", "skipped_complete", "not_applicable")}
-    return {"units_done": total["done"], "units_skipped_complete": total["skipped_complete"],
+    total = {k: sum(c[k] for c in per_suite.values()) for k in keys}
+    return {"units_done": total["done"], "units_done_by_other_process": total["done_by_other_process"],
+            "units_skipped_complete": total["skipped_complete"],
             "units_not_applicable": total["not_applicable"], "archs": len(encodings), "models": len(reports), "suites": per_suite,
             "store": str(db), "weights_id": weights_id, "dataset": dataset, "wall_seconds": round(seconds, 3)}
 
@@ -41,8 +46,10 @@ def render(summary: dict[str, Any], as_json: bool) -> str:
     """One JSON object, or one human line per suite."""
     if as_json:
         return json.dumps(summary, sort_keys=True)
-    lines = [f"{summary['units_done']} unit(s) evaluated, {summary['units_skipped_complete']} skipped (already "
+    lines = [f"{summary['units_done']} unit(s) evaluated by this process, {summary['units_done_by_other_process']} by "
+             f"other worker processes sharing the store, {summary['units_skipped_complete']} skipped (already "
              f"complete in the store), {summary['units_not_applicable']} not applicable"]
     for name, c in summary["suites"].items():
-        lines.append(f"  {name}: {c['done']} done, {c['skipped_complete']} already complete, {c['not_applicable']} not applicable")
+        lines.append(f"  {name}: {c['done']} done, {c['done_by_other_process']} done by other processes, "
+                     f"{c['skipped_complete']} already complete, {c['not_applicable']} not applicable")
     return "\n".join(lines)

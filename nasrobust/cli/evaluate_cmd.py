@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nasrobust.cli.common import positive_int
@@ -49,6 +50,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    "suite options) are re-scored under this one and replaced (default: refuse before computing)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON summary object on stdout (units done/skipped, store, weights id, wall time)")
+    p.add_argument("--workers", type=int,
+                   help="worker processes claiming (architecture, suite) units from --db, each with cores/N torch "
+                        "threads (default: one per core on the CPU, 1 on a GPU); other `evaluate` commands on the "
+                        "same store share the units too. Results do not depend on it")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -72,11 +77,12 @@ def parse_suite_options(items: list[str]) -> dict[str, dict[str, Any]]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from nasrobust import distributed
-    from nasrobust.cli.archs_file import read_encodings
-    from nasrobust.evaluation import LARGEST, EvalProtocol, evaluate
     from nasrobust.headlines import summary_table
     from nasrobust.outputs import check_writable_store
     from nasrobust.store import open_results
+    from nasrobust.workers import check_workers, default_workers, join_pool, start_pool, threads_per_worker, torch_threads
+
+    check_workers(args.workers)
 
     modes = [m for m in ("supernet", "checkpoint", "pretrained") if getattr(args, m)]
     if len(modes) != 1:
@@ -84,29 +90,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_writable_store(args.db)
     device = distributed.local_device()
     distributed.init(device)
-    suites = [s.strip() for s in args.suites.split(",") if s.strip()] if args.suites else None
-    protocol = EvalProtocol(n_examples=args.n_examples, suite_options=parse_suite_options(args.suite_option),
-                            seed=args.seed, recalib_images=args.recalib_images)
-    common = dict(db=args.db, suites=suites, protocol=protocol, batch_size=args.batch_size, cache_dir=args.cache_dir,
-                  device=device, progress=not args.no_progress, overwrite_protocol=args.overwrite_protocol)
+    if distributed.world_size() > 1 and (args.workers or 1) > 1:
+        raise NasRobustError("--workers > 1 cannot be combined with torchrun (its ranks already share the work); "
+                             "drop --workers")
+    worker = getattr(args, "_worker", False)
+    workers = 1 if distributed.world_size() > 1 or worker else (args.workers or default_workers(device))
     t0 = time.time()
+    pool: list[Any] = []
+
+    def start_workers() -> None:  # every input checked: this process is worker 0, the others spawned copies
+        if workers > 1 and not pool:
+            pool.extend(start_pool(cmd_evaluate, argparse.Namespace(**{**vars(args), "_worker": True}), workers - 1,
+                                   threads_per_worker(workers)))
+
     reports: list[Any] = []
-    if args.pretrained:
-        encodings, weights_id, dataset = _pretrained(args, common, reports)
-    else:
-        archs = read_encodings(args.archs) if args.archs else []
-        result = evaluate(args.supernet or args.checkpoint, kind="supernet" if args.supernet else "standalone",
-                          space=args.space, data=args.dataset, data_root=args.data_root,
-                          archs=[*archs, *(args.arch or [])], n_archs=args.n, sample_seed=args.sample_seed,
-                          reference=args.reference or LARGEST, **common)
-        encodings, weights_id, dataset = result.encodings, result.weights_id, result.dataset
-        reports.extend(result.reports)
+    try:
+        with torch_threads(threads_per_worker(workers) if workers > 1 else None):
+            encodings, weights_id, dataset = _evaluate(args, device, reports, start_workers)
+    finally:
+        code = join_pool(pool)
     distributed.barrier()
-    if distributed.is_main():
+    if code == 0 and distributed.is_main() and not worker:
         from nasrobust.cli.eval_summary import render, summarize
         from nasrobust.noise.base import SUITES
 
-        summary = summarize(reports, encodings, suites or SUITES.names(), db=args.db, weights_id=weights_id,
+        summary = summarize(reports, encodings, suites_arg(args) or SUITES.names(), db=args.db, weights_id=weights_id,
                             dataset=dataset, seconds=time.time() - t0)
         if args.json:
             print(render(summary, as_json=True))
@@ -115,7 +123,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 print(summary_table(store, encodings, dataset=dataset, weights_id=weights_id))
             print(render(summary, as_json=False))
             print(f"results in {args.db}")
-    return 0
+    return code
+
+
+def suites_arg(args: argparse.Namespace) -> list[str] | None:
+    return [s.strip() for s in args.suites.split(",") if s.strip()] if args.suites else None
+
+
+def _evaluate(args: argparse.Namespace, device: Any, reports: list[Any],
+              on_ready: Callable[[], None]) -> tuple[list[str], str | None, str]:
+    """Score what ``args`` name into ``args.db`` (per-model reports into ``reports``), claiming units so other
+    processes on the store share the work."""
+    from nasrobust import distributed
+    from nasrobust.claims import Claims
+    from nasrobust.cli.archs_file import read_encodings
+    from nasrobust.evaluation import LARGEST, EvalProtocol, evaluate
+
+    protocol = EvalProtocol(n_examples=args.n_examples, suite_options=parse_suite_options(args.suite_option),
+                            seed=args.seed, recalib_images=args.recalib_images)
+    claims = Claims(args.db) if distributed.world_size() == 1 else None
+    common = dict(db=args.db, suites=suites_arg(args), protocol=protocol, batch_size=args.batch_size,
+                  cache_dir=args.cache_dir, device=device, overwrite_protocol=args.overwrite_protocol,
+                  progress=not args.no_progress and not getattr(args, "_worker", False), claims=claims,
+                  on_ready=on_ready)
+    try:
+        if args.pretrained:
+            return _pretrained(args, common, reports)
+        archs = read_encodings(args.archs) if args.archs else []
+        result = evaluate(args.supernet or args.checkpoint, kind="supernet" if args.supernet else "standalone",
+                          space=args.space, data=args.dataset, data_root=args.data_root,
+                          archs=[*archs, *(args.arch or [])], n_archs=args.n, sample_seed=args.sample_seed,
+                          reference=args.reference or LARGEST, **common)
+        reports.extend(result.reports)
+        return list(result.encodings), result.weights_id, result.dataset
+    finally:
+        if claims is not None:
+            claims.close()
 
 
 def _pretrained(args: argparse.Namespace, common: dict[str, Any], reports: list[Any]) -> tuple[list[str], None, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from nasrobust.cli.common import positive_int
 from nasrobust.cli.guard import add_force
@@ -47,15 +48,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the report's intervals")
     p.add_argument("--cache-dir", help="where model-independent perturbed data is cached (~/.cache/nasrobust)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--workers", type=int, help="worker processes of the evaluate stage (default: one per "
+                   "core on the CPU, 1 on a GPU); a run setting recorded in config.toml that does not change results")
     add_force(p, "a study with other settings in --out (its archs, supernet, results and report are deleted)")
     p.set_defaults(func=cmd_study)
 
 
 def config_from_args(args: argparse.Namespace):
     from nasrobust.study import ALL_SUITES, StudyConfig
+    from nasrobust.workers import check_workers
+
+    check_workers(args.workers)
 
     if args.config:
-        return StudyConfig.from_toml(args.config)
+        config = StudyConfig.from_toml(args.config)
+        return dataclasses.replace(config, workers=args.workers) if args.workers else config
     suites = tuple(s.strip() for s in args.suites.split(",") if s.strip()) if args.suites else ALL_SUITES
     if args.n_boot < 0:
         raise NasRobustError(f"--n-boot must be >= 0, got {args.n_boot}")
@@ -66,6 +73,7 @@ def config_from_args(args: argparse.Namespace):
         eval_archs=args.eval_archs, n_examples=args.n_examples, suites=suites,
         suite_options=parse_suite_options(args.suite_option), n_boot=args.n_boot, cache_dir=args.cache_dir,
         replicates=args.replicates, techniques=tuple(t.strip() for t in args.techniques.split(",") if t.strip()),
+        workers=args.workers,
     )
 
 
