@@ -6,7 +6,8 @@ A study lives in one folder::
     out/archs.jsonl      the sampled architectures with cost and factors (stage 1)
     out/supernet/        the weight-sharing supernet checkpoint (stage 2; reused when finished)
     out/results.db       the SQLite result store (stage 3; one row per number)
-    out/report/          report.html, report.md, figures/, tables/ (stage 4)
+    out/standalone/      subnets fine-tuned from the supernet, scored into results.db (stage 4, --standalone-check)
+    out/report/          report.html, report.md, figures/, tables/ (stage 5)
 
 Each stage keeps what it finished, so re-running the same command continues where a killed
 run stopped: the sample is deterministic, training resumes from its last epoch, evaluation
@@ -57,6 +58,7 @@ class StudyProtocol:
     suite_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     description: str = ""
     replicates: int = 1  # supernets per technique unless --replicates is given (a finding must replicate)
+    standalone_check: int = 0  # scored subnets fine-tuned stand-alone unless --standalone-check is given
 
 
 def _cpu_options() -> dict[str, dict[str, Any]]:
@@ -83,13 +85,30 @@ CPU_PROTOCOL = StudyProtocol(
     # from benchmarks/study.md's 1-replicate timing (7.7 min train + 13.9 min evaluate of 22.4 min) ~44 min
     # expected, over the 30-minute target until the evaluation-throughput work lands (not yet measured at K=2).
     replicates=2,
+    # issue 11 item 5: the fewest subnets the supernet vs stand-alone Kendall tau accepts (analysis.replication)
+    standalone_check=3,
 )
 
 #: Every sampled subnet, each suite's published defaults, the whole test set.
 FULL_PROTOCOL = StudyProtocol(eval_archs=None, n_examples=None, recalib_images=2000, suite_options={},
-                         description="all subnets, each suite's defaults, whole test set")
+                         description="all subnets, each suite's defaults, whole test set", standalone_check=20)
 
 PROTOCOLS: dict[str, StudyProtocol] = {"cpu": CPU_PROTOCOL, "full": FULL_PROTOCOL}
+
+
+#: How a stand-alone check fine-tunes a subnet from the supernet: benchmarks/finetune.md found 1 epoch at lr 0.005
+#: without warm-up (precise BN on, the fine-tuning default) loses no accuracy on any checked subnet.
+FINETUNE: dict[str, Any] = {"epochs": 1, "lr": 0.005, "warmup_epochs": 0.0}
+
+
+def standalone_indices(evaluated: int, n: int) -> list[int]:
+    """Positions (in the sampled order) of the ``n`` subnets a stand-alone check fine-tunes: evenly spaced over the
+    ``evaluated`` scored subnets, the first and the last included (floor spacing keeps them distinct)."""
+    if n <= 0:
+        return []
+    if n == 1:
+        return [0]
+    return [i * (evaluated - 1) // (n - 1) for i in range(n)]
 
 
 RUN_SETTINGS = ("workers",)  # settings of how a study runs, not of what it computes
@@ -137,6 +156,8 @@ class StudyConfig:
     replicates: int | None = None  # supernets trained with seeds recipe.seed + r, r = 0..K-1, the same subnets
     # scored in each; None: the protocol's (cpu 2, full 1)
     techniques: tuple[str, ...] = ("standard",)  # train.recipe.TECHNIQUES names or presets; one supernet each x replicate
+    standalone_check: int | None = None  # scored subnets fine-tuned from supernet replicate 0 (technique standard)
+    # and scored with the same protocol; None: the protocol's (cpu 3, full 20); 0: no check
     workers: int | None = None  # run setting (RUN_SETTINGS): evaluation worker processes; results do not depend on it
 
     # ------------------------------------------------------------------ resolution
@@ -166,11 +187,15 @@ class StudyConfig:
         options = {s: {**p.suite_options.get(s, {}), **self.suite_options.get(s, {})} for s in self.suites}
         for suite, given in options.items():  # a bad option fails now, not after the supernet is trained
             SUITES.get_class(suite).from_options(given)
-        eval_archs = self.eval_archs if self.eval_archs is not None else p.eval_archs
+        eval_archs = min((self.eval_archs if self.eval_archs is not None else p.eval_archs) or self.n, self.n)
+        alone = self.standalone_check if self.standalone_check is not None else min(p.standalone_check, eval_archs)
+        if alone < 0 or alone > eval_archs:
+            raise NasRobustError(f"--standalone-check must be between 0 and the {eval_archs} evaluated subnets, got "
+                                 f"{alone}; pass a smaller N or more --eval-archs")
         # the study seed trains the supernet unless the recipe names its own seed (it used to be the preset's 0 always)
         recipe = Recipe.from_dict({**get_preset(self.preset).to_dict(), "seed": self.seed, **self.recipe}).to_dict()
         return dataclasses.replace(
-            self, protocol=name, eval_archs=min(eval_archs or self.n, self.n),
+            self, protocol=name, eval_archs=eval_archs, standalone_check=alone,
             n_examples=self.n_examples if self.n_examples is not None else p.n_examples,
             recalib_images=self.recalib_images or p.recalib_images,
             replicates=self.replicates if self.replicates is not None else p.replicates,
@@ -277,16 +302,27 @@ class Study:
         """Training seed of a replicate: the resolved recipe seed (the study seed by default) plus r."""
         return int(self.config.recipe["seed"]) + replicate
 
-    def record_run(self, ckpt: Path, *, replicate: int, technique: str = "standard", kind: str = "supernet") -> None:
-        """Append the run to config.toml's ``[[runs]]`` (coord RUNS.md) unless it is there already (resume)."""
+    def record_run(self, ckpt: Path, *, replicate: int, technique: str = "standard", kind: str = "supernet",
+                   seed: int | None = None) -> None:
+        """Append the run to config.toml's ``[[runs]]`` (coord RUNS.md) unless it is there already (resume);
+        ``seed`` defaults to the replicate's training seed."""
         from nasrobust import checkpoint
 
         run = {"weights_id": checkpoint.read(ckpt)["weights_id"], "technique": technique, "replicate": replicate,
-               "seed": self.replicate_seed(replicate), "kind": kind}
+               "seed": self.replicate_seed(replicate) if seed is None else seed, "kind": kind}
         if run in tomllib.loads(self.config_file.read_text()).get("runs", []):
             return
         with self.config_file.open("a") as f:
             f.write("\n" + tomli_w.dumps({"runs": [run]}))
+
+    @property
+    def standalone_dir(self) -> Path:
+        return self.out / "standalone"
+
+    @property
+    def standalone_technique(self) -> str:
+        """The technique whose replicate-0 supernet the stand-alone check fine-tunes from: standard if trained."""
+        return "standard" if "standard" in self.config.techniques else self.config.techniques[0]
 
     @property
     def db(self) -> Path:
@@ -315,6 +351,8 @@ class Study:
                     self.record_run(ckpt, replicate=r, technique=technique)
                 self._timed("evaluate", lambda: self.evaluate(data, archs[: self.config.eval_archs], ckpt))
                 ckpts.append(ckpt)
+        if self.config.standalone_check:
+            self._timed("standalone", lambda: self.standalone(data, archs[: self.config.eval_archs]))
         distributed.barrier()
         report = self._timed("analyze", self.analyze) if distributed.is_main() else None
         return StudyResult(self.out, self.archs_file, ckpts[0], self.db, report, self.config.eval_archs, dict(self.seconds))
@@ -322,9 +360,9 @@ class Study:
     def _timed(self, stage: str, fn):
         from nasrobust import distributed
 
-        stages = ("sample", "train", "evaluate", "analyze")
+        stages = ("sample", "train", "evaluate", "standalone", "analyze")
         if distributed.is_main():
-            log.info("stage %d/4: %s", stages.index(stage) + 1, stage)
+            log.info("stage %d/%d: %s", stages.index(stage) + 1, len(stages), stage)
         t0 = time.perf_counter()
         result = fn()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0  # summed over replicates
@@ -359,7 +397,7 @@ class Study:
         log.info("replacing the study in %s (--force)", self.out)
         for path in (self.config_file, self.archs_file, *(self.db.with_name(self.db.name + x) for x in ("", "-wal", "-shm"))):
             path.unlink(missing_ok=True)
-        for folder in (self.supernet_dir, *self.out.glob("supernet-*"), self.report_dir):
+        for folder in (self.supernet_dir, *self.out.glob("supernet-*"), self.standalone_dir, self.report_dir):
             shutil.rmtree(folder, ignore_errors=True)
 
     # ------------------------------------------------------------------ stages
@@ -417,6 +455,48 @@ class Study:
         if join_pool(pool):
             raise NasRobustError("an evaluation worker failed (see its message above); rerun to finish the study")
 
+    def standalone(self, data, archs: list) -> list[Path]:
+        """Weight sharing checked against stand-alone training (issue 11): fine-tune ``standalone_check`` of the
+        scored subnets (:func:`standalone_indices`) from replicate 0's supernet (:data:`FINETUNE`, the study seed)
+        into ``standalone/NNNN/`` and score each with the study's protocol into the store under its own weights id,
+        recorded as a ``kind = "standalone"`` run. Finished fine-tunes and complete units are skipped on a rerun.
+
+        mCE is measured against the same reference as the supernet's subnets (its largest subnet), so every metric
+        of the two rankings is comparable. In-process (one network each; the study's worker pool is for many
+        subnets); under torchrun the fine-tune is data-parallel and rank 0 scores.
+        """
+        from nasrobust import checkpoint, distributed
+        from nasrobust.evaluation import evaluate
+        from nasrobust.evaluator import Reference
+        from nasrobust.store import open_results
+        from nasrobust.train.api import train_standalone
+        from nasrobust.train.recipe import technique_recipe
+
+        c = self.config
+        technique = self.standalone_technique
+        parent = checkpoint.checkpoint_path(self.replicate_dir(0, technique))
+        supernet, payload = checkpoint.load_supernet(parent)
+        reference = Reference(supernet.supernet.largest().encoding, payload["weights_id"])
+        del supernet
+        recipe = technique_recipe({**c.recipe, "seed": c.seed}, technique).replace(**FINETUNE)
+        ckpts = []
+        for i in standalone_indices(len(archs), c.standalone_check or 0):
+            folder = self.standalone_dir / f"{i:04d}"
+            ckpt = checkpoint.checkpoint_path(folder)
+            if not (ckpt.exists() and checkpoint.read(ckpt).get("finished")):
+                log.info("fine-tuning subnet %d %s from %s", i, archs[i].encoding, parent)
+                ckpt = train_standalone(c.space, archs[i], data, recipe, folder, from_supernet=parent,
+                                        data_root=c.data_root, device=self.device, progress=self.progress).checkpoint
+            if distributed.is_main():
+                self.record_run(ckpt, replicate=0, technique=technique, kind="standalone", seed=c.seed)
+                with open_results(self.db, create=True) as store:
+                    evaluate(ckpt, db=store, suites=c.suites, protocol=c.eval_protocol(), data=data,
+                             reference=reference, batch_size=c.batch_size, cache_dir=c.cache_dir, device=self.device,
+                             progress=self.progress)
+            ckpts.append(ckpt)
+        distributed.barrier()
+        return ckpts
+
     def analyze(self) -> Path:
         """Factor <-> robustness report over every scored subnet."""
         from nasrobust.analysis.report import ReportOptions, build_report
@@ -428,10 +508,12 @@ class Study:
         # Its power note counts the subnets and test images from the store (the ones the study scored).
         # One run keeps today's single report in report/.
         runs = tomllib.loads(self.config_file.read_text()).get("runs", [])
-        wids = [None] if len(runs) <= 1 else [r["weights_id"] for r in runs]
+        # Stand-alone runs (one subnet each) get no report of their own; beside one supernet, report/ keeps to its rows.
+        supernets = [r["weights_id"] for r in runs if r.get("kind", "supernet") == "supernet"]
+        wids = [None] if len(runs) <= 1 else supernets
         htmls = []
         for wid in wids:
-            folder = self.report_dir if wid is None else self.report_dir / wid
+            folder = self.report_dir if len(supernets) <= 1 else self.report_dir / str(wid)
             only = "" if wid is None else f" --weights-id {wid}"
             with open_results(self.db, readonly=True) as store:
                 report = build_report(store, folder, ReportOptions(space=c.space, dataset=c.dataset, n_boot=c.n_boot,

@@ -17,7 +17,7 @@ from nasrobust.study import CPU_PROTOCOL, StudyConfig
 TINY = [
     "--space", "nb201", "--num-archs", "8", "--dataset", "digits", "--epochs", "1", "--eval-archs", "5",
     "--supernet-option", "channels=4", "--supernet-option", "cells_per_stage=1", "--n-examples", "40",
-    "--n-boot", "20", "--no-progress", "--replicates", "1",
+    "--n-boot", "20", "--no-progress", "--replicates", "1", "--standalone-check", "0",
     "--suite-option", "natural.corruptions=contrast,gaussian_noise", "--suite-option", "natural.severities=1,5",
     "--suite-option", "system.decoders=pil,opencv", "--suite-option", "system.resizers=pil_bilinear,opencv_area",
     "--suite-option", "certified.n_examples=20",

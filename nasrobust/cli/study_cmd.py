@@ -31,6 +31,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replicates", type=int,
                    help="supernets trained with seeds seed, seed+1, ...; the same subnets are scored in each "
                         "(default: the protocol's, cpu 2, full 1)")
+    p.add_argument("--standalone-check", type=int, metavar="N",
+                   help="fine-tune N of the scored subnets stand-alone from the supernet (replicate 0) and score them "
+                        "with the same protocol; the report gives the supernet vs stand-alone Kendall tau per metric "
+                        "(default: the protocol's, cpu 3, full 20; 0: no check)")
     p.add_argument("--techniques", default="standard",
                    help="comma-separated training techniques, one supernet each x replicate, the same subnets scored "
                         "in each (named techniques standard, pgd-at, fgsm-rs, trades, or any preset; default standard)")
@@ -73,7 +77,7 @@ def config_from_args(args: argparse.Namespace):
         eval_archs=args.eval_archs, n_examples=args.n_examples, suites=suites,
         suite_options=parse_suite_options(args.suite_option), n_boot=args.n_boot, cache_dir=args.cache_dir,
         replicates=args.replicates, techniques=tuple(t.strip() for t in args.techniques.split(",") if t.strip()),
-        workers=args.workers,
+        workers=args.workers, standalone_check=args.standalone_check,
     )
 
 
