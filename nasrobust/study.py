@@ -80,7 +80,8 @@ CPU_PROTOCOL = StudyProtocol(
     n_examples=100,
     recalib_images=500,
     suite_options=_cpu_options(),
-    description=f"CPU subset: 100 subnets, 100 test images, 2 replicates; {_described(_cpu_options())}",
+    description=f"CPU subset: 100 subnets, 100 test images, 2 replicates, 3 stand-alone checks; "
+                f"{_described(_cpu_options())}",
     # issue 11: the CPU main command checks its findings across 2 supernets. It doubles training and evaluation:
     # from benchmarks/study.md's 1-replicate timing (7.7 min train + 13.9 min evaluate of 22.4 min) ~44 min
     # expected, over the 30-minute target until the evaluation-throughput work lands (not yet measured at K=2).
