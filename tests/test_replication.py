@@ -101,6 +101,8 @@ def test_kendall_identical_and_power():
     assert kendall_tau(a, -a) == pytest.approx(-1.0)
     p, how = permutation_p(a, a)
     assert how == "exact" and p == pytest.approx(2 / 120)  # only the identity and the reversal reach |tau| = 1
+    p, how = permutation_p(a, np.ones(5))  # a constant metric ranks nothing: no p, not p = 0
+    assert math.isnan(p) and how.startswith("undefined")
     # n = 100, alpha 0.05, power 0.8: z = (1.959964 + 0.841621) / sqrt(97) = 0.284456 -> r = tanh(z)
     assert min_detectable_r(100) == pytest.approx(math.tanh((1.959964 + 0.841621) / math.sqrt(97)), abs=1e-5)
     assert min_detectable_r(100) == pytest.approx(0.2771, abs=1e-3)

@@ -111,6 +111,8 @@ def permutation_p(a: np.ndarray, b: np.ndarray, seed: int = 0, n_perm: int = 100
     a, b = np.asarray(a, float), np.asarray(b, float)
     obs = abs(kendall_tau(a, b))
     n = len(a)
+    if np.isnan(obs):  # a constant ranking: no tau, so no p (it used to read 0, "significant")
+        return float("nan"), "undefined (a constant ranking)"
     if n <= 8:
         taus = np.array([kendall_tau(a, b[list(p)]) for p in itertools.permutations(range(n))])
         return float(np.mean(np.abs(taus) >= obs - 1e-12)), "exact"
