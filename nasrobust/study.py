@@ -190,9 +190,11 @@ class StudyConfig:
             SUITES.get_class(suite).from_options(given)
         eval_archs = min((self.eval_archs if self.eval_archs is not None else p.eval_archs) or self.n, self.n)
         alone = self.standalone_check if self.standalone_check is not None else min(p.standalone_check, eval_archs)
-        if alone < 0 or alone > eval_archs:
-            raise NasRobustError(f"--standalone-check must be between 0 and the {eval_archs} evaluated subnets, got "
-                                 f"{alone}; pass a smaller N or more --eval-archs")
+        if alone < 0:
+            raise NasRobustError(f"--standalone-check must be >= 0 (0 turns the check off), got {alone}")
+        if alone > eval_archs:
+            raise NasRobustError(f"--standalone-check {alone} exceeds the {eval_archs} evaluated subnets; pass "
+                                 f"--standalone-check {eval_archs} or less, or more --eval-archs")
         # the study seed trains the supernet unless the recipe names its own seed (it used to be the preset's 0 always)
         recipe = Recipe.from_dict({**get_preset(self.preset).to_dict(), "seed": self.seed, **self.recipe}).to_dict()
         return dataclasses.replace(

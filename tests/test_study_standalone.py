@@ -31,9 +31,10 @@ def test_standalone_check_defaults_to_the_protocols_and_is_bounded():
     assert StudyConfig(space="nb201", n=50).resolved(has_gpu=True).standalone_check == 20
     assert StudyConfig(space="nb201", n=2).resolved(has_gpu=False).standalone_check == 2  # capped by the subnets
     assert StudyConfig(space="nb201", n=50, standalone_check=0).resolved(has_gpu=False).standalone_check == 0
-    with pytest.raises(NasRobustError, match="--standalone-check must be between 0 and the 5 evaluated subnets"):
+    with pytest.raises(NasRobustError, match="--standalone-check 6 exceeds the 5 evaluated subnets; pass "
+                                             "--standalone-check 5 or less"):
         StudyConfig(space="nb201", n=50, eval_archs=5, standalone_check=6).resolved(has_gpu=False)
-    with pytest.raises(NasRobustError, match="got -1"):
+    with pytest.raises(NasRobustError, match=r"--standalone-check must be >= 0 \(0 turns the check off\), got -1"):
         StudyConfig(space="nb201", n=50, standalone_check=-1).resolved(has_gpu=False)
 
 
