@@ -159,7 +159,13 @@ class Evaluator:
                     "them and re-score, or evaluate into another store (--db OTHER.db) to keep both")
 
     def evaluate(self, model: nn.Module, arch: Arch, weights_id: str, suites: Sequence[NoiseSuite] | None = None) -> ArchReport:
-        """Score one model (an ImageClassifier taking [0, 1] images) on the pending suites."""
+        """Score one model (an ImageClassifier taking [0, 1] images) on the pending suites.
+
+        The model's clean pass is computed once and shared by its suites (:meth:`EvalContext.clean_scope`)."""
+        with self.ctx.clean_scope():
+            return self._evaluate(model, arch, weights_id, suites)
+
+    def _evaluate(self, model: nn.Module, arch: Arch, weights_id: str, suites: Sequence[NoiseSuite] | None) -> ArchReport:
         report = ArchReport(arch.encoding)
         t0 = time.time()
         model = model.to(self.device).eval()
