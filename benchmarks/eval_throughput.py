@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +33,7 @@ from pathlib import Path
 import torch
 
 from _report import emit
+from _timed import timed_run
 from nasrobust import checkpoint
 from nasrobust.data import load_dataset
 from nasrobust.evaluator import Evaluator, Reference, make_suites
@@ -76,19 +75,7 @@ def cli_run(ckpt: Path, encodings: list[str], db: Path, cache: Path, *, workers:
     env = {**os.environ, **_savings_env(set(SWITCHES) if savings_on else set())}
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(var, None)  # workers=1: torch's default (one thread per core); --workers N sets cores/N itself
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
-    try:
-        finished = proc.wait(timeout=limit_s) == 0
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        finished = False
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu, "finished": finished}
+    return timed_run(cmd, env, limit_s)
 
 
 def rows_of(db: Path, suites: tuple[str, ...] = SUITES) -> dict:
