@@ -221,6 +221,12 @@ def report(args, encodings, cli, rows, seconds, checks, loads, uptime) -> list[s
     lines += [f"- stored numbers identical, {k}: **{'yes' if ok else 'NO'}** ({why})" for k, (ok, why) in checks.items()]
     lines += [
         "",
+        "Today's path is `nasrobust evaluate --workers 1` (no worker pool: the one-process path of before issue 12) "
+        "with torch's default thread count and the switches `NASROBUST_NO_EARLY_EXIT=1 NASROBUST_NO_SHARED_CLEAN=1 "
+        "NASROBUST_NO_INPUT_DEDUPE=1`; BN re-calibration was already once per subnet. The new path is the default "
+        "command with `--workers 2`. Identical means: the same keys, and per key the same value and protocol hash "
+        "(the switches are not suite options, so they are in no protocol).",
+        "",
         "## Each saving on its own (one process, one thread, interleaved subnet by subnet)",
         "",
         "Seconds for all subnets. The certified suite is touched by no saving: rows other than the baseline re-time "
