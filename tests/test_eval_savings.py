@@ -159,3 +159,35 @@ def test_identity_resize_grid_runs_the_images_once(tmp_path, data):
     labels = ev.ctx.labels
     assert memo.accuracy(u8, labels) == S.accuracy_u8(trained_mnist_model(), u8, labels, torch.device("cpu"), BATCH)
     assert memo.accuracy(u8.clone(), labels) == memo.accuracy(u8, labels) and memo.forwards == batches
+
+
+class _Refusing:
+    """Claims held by another worker: every claim fails; a second try on one unit means the evaluator waited."""
+
+    def __init__(self):
+        self.tries: dict[str, int] = {}
+
+    def claim(self, key: str) -> bool:
+        self.tries[key] = self.tries.get(key, 0) + 1
+        if self.tries[key] > 1:
+            raise AssertionError(f"waited for {key}")
+        return False
+
+
+def test_workers_wait_only_for_reference_units_that_relative_metrics_read(tmp_path, data, monkeypatch):
+    """A worker leaves the reference's units of suites without relative metrics to their owner and moves on;
+    it waits only for those a suite reads back (natural's mCE), as before."""
+    from nasrobust.evaluator import Reference
+
+    assert [n for n in ("adversarial", "natural", "system", "certified") if SUITES.get_class(n).reads_reference] == ["natural"]
+    store = open_results(tmp_path / "r.db", create=True)
+    ev = Evaluator(store, data, make_suites(("system", "adversarial", "natural"), OPTIONS), n_examples=N,
+                   cache_dir=tmp_path / "cache", batch_size=BATCH, progress=False, reference=Reference(ARCH.encoding, "w0"))
+    ev.claims = _Refusing()
+    monkeypatch.setattr("nasrobust.evaluator.time.sleep", lambda s: None)
+    with pytest.raises(AssertionError, match=r"waited for .*\|natural\|"):
+        ev.evaluate(trained_mnist_model(), ARCH, "w0")
+    assert sorted(k.rsplit("|", 2)[1] for k in ev.claims.tries) == ["adversarial", "natural", "system"]
+    ev.claims = _Refusing()  # another model than the reference: nothing is waited for
+    report = ev.evaluate(trained_mnist_model(), get_space("nb201").sample(2, seed=0)[1], "w0")
+    assert report.shared == {"system", "adversarial", "natural"} and not report.written

@@ -174,6 +174,10 @@ class NoiseSuite(abc.ABC):
     Options: ClassVar[type] = NoOptions
     #: Options of the study's ``cpu`` protocol: a reduced run that finishes on a laptop.
     cpu_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    #: Whether :meth:`run` may read the reference model's stored results (``ctx.reference``, e.g. mCE): worker
+    #: processes then wait for the reference's unit of this suite before going on. A suite that never reads
+    #: them declares ``False``, so workers do not sit idle while another computes the reference's unit.
+    reads_reference: ClassVar[bool] = True
 
     def __init__(self, **options: Any):
         self.options = build_options(self.Options, options, owner=self.name or type(self).__name__)

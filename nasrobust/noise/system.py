@@ -360,6 +360,7 @@ class SystemNoise(NoiseSuite):
     )
     #: JPEG q96 through every decoder x resizer (PNG left out; decoded images are cached once)
     cpu_options = MappingProxyType({"formats": ("jpeg",)})
+    reads_reference = False  # no relative metric: workers need not wait for the reference model's unit
 
     def __init__(self, **options: Any):
         super().__init__(**options)
