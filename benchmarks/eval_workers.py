@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +23,7 @@ import time
 from pathlib import Path
 
 from _report import emit
+from _timed import timed_run
 from nasrobust.study import CPU_PROTOCOL as P
 
 SUITES = ("adversarial", "natural")
@@ -51,19 +50,8 @@ def run(args: argparse.Namespace, db: Path, cache: Path, workers: int, default_t
             env.pop(var, None)  # torch's default: one thread per core
         else:
             env[var] = "1"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
-    try:
-        finished = proc.wait(timeout=args.limit_s) == 0
-    except subprocess.TimeoutExpired:  # the OpenMP collapse can make a run take many times longer
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        finished = False
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu, "finished": finished, "units": _units(db), "rows": _rows(db) if finished else None}
+    r = timed_run(cmd, env, args.limit_s)
+    return {**r, "units": _units(db), "rows": _rows(db) if r["finished"] else None}
 
 
 def _units(db: Path) -> int:

@@ -159,7 +159,13 @@ class Evaluator:
                     "them and re-score, or evaluate into another store (--db OTHER.db) to keep both")
 
     def evaluate(self, model: nn.Module, arch: Arch, weights_id: str, suites: Sequence[NoiseSuite] | None = None) -> ArchReport:
-        """Score one model (an ImageClassifier taking [0, 1] images) on the pending suites."""
+        """Score one model (an ImageClassifier taking [0, 1] images) on the pending suites.
+
+        The model's clean pass is computed once and shared by its suites (:meth:`EvalContext.clean_scope`)."""
+        with self.ctx.clean_scope():
+            return self._evaluate(model, arch, weights_id, suites)
+
+    def _evaluate(self, model: nn.Module, arch: Arch, weights_id: str, suites: Sequence[NoiseSuite] | None) -> ArchReport:
         report = ArchReport(arch.encoding)
         t0 = time.time()
         model = model.to(self.device).eval()
@@ -167,7 +173,8 @@ class Evaluator:
             protocol = suite.protocol(self.ctx)
             unit = WorkUnit.of(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name, protocol=protocol)
             claim_key = f"{arch.encoding}|{weights_id}|{self.data.info.name}|{suite.name}|{protocol.hash}"
-            if self.claims is not None and not self._claim(claim_key, unit, wait=self._is_reference(arch, weights_id)):
+            wait = suite.reads_reference and self._is_reference(arch, weights_id)
+            if self.claims is not None and not self._claim(claim_key, unit, wait=wait):
                 report.shared.add(suite.name)
                 continue
             reason = suite.not_applicable(model)
@@ -206,8 +213,8 @@ class Evaluator:
         return self.reference is not None and (arch.encoding, weights_id) == (self.reference.encoding, self.reference.weights_id)
 
     def _claim(self, key: str, unit: WorkUnit, *, wait: bool) -> bool:
-        """Claim a unit not complete yet; the reference model's units are waited for (other workers' relative
-        metrics need them), every other unit held by another worker is left to it."""
+        """Claim a unit not complete yet; the reference model's units of suites that read it are waited for (other
+        workers' relative metrics need them), every other unit held by another worker is left to it."""
         while not self.claims.claim(key):
             if not wait or self.store.is_complete(unit):
                 return False

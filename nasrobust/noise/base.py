@@ -16,6 +16,7 @@ metric, the analysis table, ranking, the study, the headline table -- ask
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ import torch.nn as nn
 
 from nasrobust.data import ImageData
 from nasrobust.errors import NasRobustError, UnknownNameError
+from nasrobust.inference import predict
 from nasrobust.options import NoOptions, build_options
 from nasrobust.records import Protocol
 from nasrobust.registry import Registry
@@ -43,6 +45,14 @@ SUITES: Registry["NoiseSuite"] = Registry("suite", plugins="nasrobust.noise")
 
 #: The noise name of measurements on unperturbed images (every suite's reference point).
 CLEAN = "clean"
+
+
+def saving_on(variable: str) -> bool:
+    """Whether a work saving that never changes a number is on: ``NASROBUST_NO_<SAVING>=1`` turns it off.
+
+    Only benchmarks turn savings off (benchmarks/eval_throughput.py measures each one); the switches
+    are not suite options, so they are not part of any protocol and records made either way compare."""
+    return os.environ.get(variable, "") in ("", "0")
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,12 @@ class EvalContext:
     reference_name: str | None = None
     done: set[tuple[str, float, str]] = field(default_factory=set)
     progress: bool = True  # progress bars of long preparations (off with --no-progress)
+    #: one clean forward per model shared by every suite (inside :meth:`clean_scope`); NASROBUST_NO_SHARED_CLEAN=1: off
+    share_clean: bool = field(default_factory=lambda: saving_on("NASROBUST_NO_SHARED_CLEAN"))
+    #: suites run identical inputs through a model once (system: pairs decoding to the same pixels);
+    #: NASROBUST_NO_INPUT_DEDUPE=1: off
+    dedupe_inputs: bool = field(default_factory=lambda: saving_on("NASROBUST_NO_INPUT_DEDUPE"))
+    _clean: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def family(self) -> str:
@@ -109,6 +125,29 @@ class EvalContext:
     @property
     def n_examples(self) -> int:
         return len(self.labels)
+
+    @contextlib.contextmanager
+    def clean_scope(self) -> Iterator[None]:
+        """Inside the block, :meth:`clean_logits` computes a model's clean logits once and every suite reuses
+        them (the evaluator opens one scope per model). Outside (or with ``share_clean`` off) each call computes."""
+        self._clean = {} if self.share_clean else None
+        try:
+            yield
+        finally:
+            self._clean = None
+
+    def clean_logits(self, model: nn.Module) -> torch.Tensor:
+        """Logits (CPU, float) of ``model`` on the clean test images, batched by ``batch_size`` in eval mode.
+
+        Every suite's clean pass is this one computation, so sharing it cannot change a number. A model
+        modified in place (a parameter or buffer written) is recomputed even inside a scope."""
+        if self._clean is None:
+            return predict(model, self.images, self.batch_size)
+        state = tuple(t._version for t in (*model.parameters(), *model.buffers()))
+        held = self._clean
+        if held.get("model") is not model or held.get("state") != state:
+            held.update(model=model, state=state, logits=predict(model, self.images, self.batch_size))
+        return held["logits"]
 
     def cache_path(self, suite: str, **identity: Any) -> Path:
         """A file path unique to (dataset, test subset, suite, identity) for cached tensors."""
@@ -135,6 +174,10 @@ class NoiseSuite(abc.ABC):
     Options: ClassVar[type] = NoOptions
     #: Options of the study's ``cpu`` protocol: a reduced run that finishes on a laptop.
     cpu_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    #: Whether :meth:`run` may read the reference model's stored results (``ctx.reference``, e.g. mCE): worker
+    #: processes then wait for the reference's unit of this suite before going on. A suite that never reads
+    #: them declares ``False``, so workers do not sit idle while another computes the reference's unit.
+    reads_reference: ClassVar[bool] = True
 
     def __init__(self, **options: Any):
         self.options = build_options(self.Options, options, owner=self.name or type(self).__name__)

@@ -152,6 +152,7 @@ class CertifiedSuite(NoiseSuite):
     cpu_options = MappingProxyType({"methods": ("crown-zono",), "norms": ("linf",), "n_examples": 4, "rtol": 0.25,
                                     "eps_linf": (0.003,),
                                     "radius_grid_linf": (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02)})
+    reads_reference = False  # no relative metric: workers need not wait for the reference model's unit
 
     def settings(self, ctx: EvalContext) -> CertifiedSettings:
         o = self.options
