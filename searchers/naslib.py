@@ -26,7 +26,7 @@ drives any NASLib-style optimizer the way NASLib's trainer does for discrete opt
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -136,16 +136,20 @@ class NASLibArch:
 
 
 def run_naslib_optimizer(optimizer: Any, space: SearchSpace | str, metric: RobustnessMetric | Any, epochs: int,
-                         seed: int = 0) -> NASLibArch:
+                         seed: int = 0, stop: Callable[[], bool] | None = None) -> NASLibArch:
     """Drive a NASLib discrete optimizer as NASLib's trainer does and return its final architecture.
 
     ``optimizer.adapt_search_space(NASLibArch(...))``, then ``optimizer.new_epoch(e)`` for
     ``e < epochs``, then ``optimizer.get_final_architecture()`` -- the calls NASLib's
-    ``Trainer.search`` makes when ``optimizer.using_step_function`` is False.
+    ``Trainer.search`` makes when ``optimizer.using_step_function`` is False. ``stop()``, checked
+    after each epoch, ends the search early (NASLib counts epochs, which re-query repeats; a
+    caller can stop at a number of *distinct* architectures instead, as nasrobust's budget does).
     """
     optimizer.adapt_search_space(NASLibArch(space, metric, seed=seed))
     for epoch in range(epochs):
         optimizer.new_epoch(epoch)
+        if stop is not None and stop():
+            break
     return optimizer.get_final_architecture()
 
 
