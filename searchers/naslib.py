@@ -51,7 +51,7 @@ class NASLibArch:
     #: NPENAS/BANANAS call ``parse()`` (build a network) only when this is True; the metric
     #: builds what it needs itself, so the optimizers never have to.
     instantiate_model = False
-    #: Encodings :meth:`encode` produces: the space's one-hot choice vector
+    #: Encodings :meth:`encode` produces on every space: the space's numeric vector
     #: (:meth:`SearchSpace.to_vector`), which is NASLib's ``adjacency_one_hot`` layout on nb201.
     ENCODINGS: tuple[str, ...] = ("adjacency_one_hot",)
 
@@ -123,12 +123,20 @@ class NASLibArch:
             return float(value.seconds)
         return self.metric.orient(value.value)
 
+    @property
+    def encodings(self) -> tuple[str, ...]:
+        """What :meth:`encode` produces on this space: ``adjacency_one_hot``, and ``path`` (BANANAS'
+        path encoding) where the space declares ``path_vector`` (nb201)."""
+        return self.ENCODINGS + (("path",) if callable(getattr(self.space, "path_vector", None)) else ())
+
     def encode(self, encoding_type: Any = None) -> np.ndarray:
-        """The space's numeric vector (for NASLib's predictors); other encodings fail loudly."""
+        """The architecture as NASLib's predictors read it; an encoding the space lacks fails loudly."""
         name = str(getattr(encoding_type, "value", encoding_type) or "adjacency_one_hot").lower()
-        if name not in self.ENCODINGS:
-            raise NasRobustError(f"NASLibArch cannot produce encoding {name!r}; supported: "
-                                 f"{', '.join(self.ENCODINGS)} (set the predictor's encoding_type to one of these)")
+        if name not in self.encodings:
+            raise NasRobustError(f"NASLibArch cannot produce encoding {name!r} on space {self.space.name!r}; supported: "
+                                 f"{', '.join(self.encodings)} (set the predictor's encoding_type to one of these)")
+        if name == "path":
+            return np.asarray(self.space.path_vector(self.arch))  # type: ignore[attr-defined]
         return self.space.to_vector(self.arch)
 
     def __repr__(self) -> str:

@@ -92,3 +92,23 @@ def test_real_naslib_trainer_runs_regularized_evolution(naslib, tmp_path):
     print(f"trainer re: found={np.round(found, 3).tolist()} rs={np.round(rs, 3).tolist()} opt={OPT:.3f} p={p:.4f}")
     assert p < 0.05, f"NASLib Trainer RE {found} vs RS {rs}: one-sided Mann-Whitney p={p:.3f}"
 
+
+
+def test_real_bananas_with_its_path_encoding_predictor(naslib, monkeypatch):
+    """NASLib's BANANAS with its own predictor (``predictor_type`` bananas: an MLP on the path
+    encoding) runs through NASLibArch: every architecture it fits or ranks is path-encoded."""
+    seen: list[str] = []
+    encode = NASLibArch.encode
+
+    def spy(self, encoding_type=None):
+        seen.append(str(getattr(encoding_type, "value", encoding_type)))
+        return encode(self, encoding_type)
+
+    monkeypatch.setattr(NASLibArch, "encode", spy)
+    config = _config(20)
+    config.search.predictor_type = "bananas"
+    np.random.seed(0)
+    metric = FunctionMetric(lambda a: float(SPACE.to_vector(a) @ W), "linear", cache=False)
+    best = run_naslib_optimizer(naslib["bananas"].Bananas(config), SPACE, metric, 20, seed=0)
+    assert metric.calls == 20 and best.query() <= OPT + 1e-9  # one query per epoch
+    assert seen and set(seen) == {"path"}
