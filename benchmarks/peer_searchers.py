@@ -178,7 +178,7 @@ def p_greater(a: list[float], b: list[float]) -> float:
 
 
 # ----------------------------------------------------------------------------- diagnostics
-def diagnostics(mods: dict, seeds: int, n_test: int, log: Callable[[str], None]) -> dict[str, Any]:
+def diagnostics(mods: dict, seeds: int, n_test: int, hit_seeds: int, log: Callable[[str], None]) -> dict[str, Any]:
     """Why NASLib's predictor-based optimizers trail: their candidate pool and their predictor."""
     import torch
     from scipy.stats import kendalltau
@@ -192,7 +192,7 @@ def diagnostics(mods: dict, seeds: int, n_test: int, log: Callable[[str], None])
     w = np.random.default_rng(1).normal(size=30)
     linear = FunctionMetric(lambda a: float(space.to_vector(a) @ w), "linear")
     params = parse_metric("max:cost:params", space=space)
-    out: dict[str, Any] = {"distance": {}, "tau": {}}
+    out: dict[str, Any] = {"distance": {}, "tau": {}, "hits": {}}
     # 1. NPENAS's own candidate generation, called on its state after 30 evaluations: is the i-th
     #    candidate made from a parent one mutation away from that parent (``max_mutations`` is 1), and
     #    one mutation away from the (i-1)-th candidate?
@@ -235,6 +235,14 @@ def diagnostics(mods: dict, seeds: int, n_test: int, log: Callable[[str], None])
                 taus.append(float(kendalltau(pred, [a.query() for a in test]).statistic))
             out["tau"][f"{label} n={n}"] = [float(np.mean(taus)), float(np.std(taus, ddof=1)) if len(taus) > 1 else 0.0]
             log(f"mlp predictor {label} n={n}: tau {np.mean(taus):.3f}")
+    # 3. NNI's evolution vs nasrobust's on nb201 max params, many seeds: how often each reaches the optimum.
+    from nasrobust.search import create_searcher
+
+    optimum = max(params.score(a) for a in space.enumerate())
+    for name in ("evolution", "nni-evolution"):
+        found = [create_searcher(name, space, params, budget=100, seed=s).run().best.scores[0] for s in range(hit_seeds)]
+        out["hits"][name] = [sum(v >= optimum for v in found), len(found), float(np.mean(found))]
+        log(f"{name} on nb201 params, B=100: optimum in {out['hits'][name][0]}/{hit_seeds} seeds")
     return out
 
 
@@ -300,6 +308,10 @@ def markdown(res: dict[str, Any], diag: dict[str, Any] | None, args: argparse.Na
                   f"architectures: Kendall tau of its predictions on {args.n_test} held-out random ones ({args.diag_seeds} seeds):", "",
                   "| objective, n | tau |", "|---|---|"]
         lines += [f"| {k} | {m:.3f} ± {s:.3f} |" for k, (m, s) in diag["tau"].items()]
+        lines += ["", "## Diagnostics: NNI's evolution vs nasrobust's (population 20, sample 5 both)", "",
+                  "nb201 `max:cost:params`, budget 100, seeds 0-" + str(args.hit_seeds - 1) + ":", "",
+                  "| searcher | optimum reached | mean best |", "|---|---|---|"]
+        lines += [f"| {k} | {h}/{n} | {fmt(m)} |" for k, (h, n, m) in diag["hits"].items()]
         lines.append("")
     return lines
 
@@ -313,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--predictor-budget", type=int, default=100)
     ap.add_argument("--objectives", default="linear,params,darts-params,snip")
     ap.add_argument("--n-test", type=int, default=200, help="held-out architectures for the predictor's tau")
-    ap.add_argument("--diag-seeds", type=int, default=3, help="seeds of the diagnostics")
+    ap.add_argument("--diag-seeds", type=int, default=3, help="seeds of the NPENAS diagnostics")
+    ap.add_argument("--hit-seeds", type=int, default=20, help="seeds of the evolution vs nni-evolution hit count")
     ap.add_argument("--no-diagnostics", action="store_true")
     ap.add_argument("--tiny", action="store_true", help="2 seeds, budgets 8,16, linear only: a determinism check")
     ap.add_argument("--md", help="write the Markdown report here (refuses to overwrite without --force)")
@@ -347,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     with naslib_harness.naslib_modules() as mods:
         res = study(objectives(args.objectives.split(",")), args.seeds, args.budgets, args.predictor_seeds,
                     args.predictor_budget, mods, log)
-        diag = None if args.no_diagnostics else diagnostics(mods, args.diag_seeds, args.n_test, log)
+        diag = None if args.no_diagnostics else diagnostics(mods, args.diag_seeds, args.n_test, args.hit_seeds, log)
     wall = time.perf_counter() - t0
     load.append(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip().split("load average: ")[-1])
     if args.json:
