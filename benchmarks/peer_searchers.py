@@ -262,8 +262,8 @@ def markdown(res: dict[str, Any], diag: dict[str, Any] | None, args: argparse.Na
         "CPU times are `time.process_time` per run, so other processes' load inflates them little; compare",
         "them within this file only. Objectives, budget unit and statistics: the script's docstring.",
         f"{args.seeds} seeds (0-{args.seeds - 1}) per searcher; NASLib's NPENAS and BANANAS {args.predictor_seeds} seeds "
-        f"to budget {args.predictor_budget} (their MLP is refitted every 5 evaluations, ~0.5 CPU-s per",
-        "evaluation here). NASLib config = the tests' (`tests/naslib_harness.py: search_config`): RE population",
+        f"to budget {args.predictor_budget}, on nb201 linear and params only (their MLP is refitted every 5",
+        "evaluations: ~80 CPU-s per run of 100). NASLib config = the tests' (`tests/naslib_harness.py: search_config`): RE population",
         "20 / sample 10; LS 10 initial; NPENAS/BANANAS 10 initial, k 5, 1 MLP (adjacency one-hot), 20 candidates",
         "from the best 2, BANANAS' `its` acquisition. nasrobust/NNI evolution: population 20 / sample 5.",
         "",
