@@ -26,7 +26,7 @@ drives any NASLib-style optimizer the way NASLib's trainer does for discrete opt
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -51,7 +51,7 @@ class NASLibArch:
     #: NPENAS/BANANAS call ``parse()`` (build a network) only when this is True; the metric
     #: builds what it needs itself, so the optimizers never have to.
     instantiate_model = False
-    #: Encodings :meth:`encode` produces: the space's one-hot choice vector
+    #: Encodings :meth:`encode` produces on every space: the space's numeric vector
     #: (:meth:`SearchSpace.to_vector`), which is NASLib's ``adjacency_one_hot`` layout on nb201.
     ENCODINGS: tuple[str, ...] = ("adjacency_one_hot",)
 
@@ -123,12 +123,20 @@ class NASLibArch:
             return float(value.seconds)
         return self.metric.orient(value.value)
 
+    @property
+    def encodings(self) -> tuple[str, ...]:
+        """What :meth:`encode` produces on this space: ``adjacency_one_hot``, and ``path`` (BANANAS'
+        path encoding) where the space declares ``path_vector`` (nb201)."""
+        return self.ENCODINGS + (("path",) if callable(getattr(self.space, "path_vector", None)) else ())
+
     def encode(self, encoding_type: Any = None) -> np.ndarray:
-        """The space's numeric vector (for NASLib's predictors); other encodings fail loudly."""
+        """The architecture as NASLib's predictors read it; an encoding the space lacks fails loudly."""
         name = str(getattr(encoding_type, "value", encoding_type) or "adjacency_one_hot").lower()
-        if name not in self.ENCODINGS:
-            raise NasRobustError(f"NASLibArch cannot produce encoding {name!r}; supported: "
-                                 f"{', '.join(self.ENCODINGS)} (set the predictor's encoding_type to one of these)")
+        if name not in self.encodings:
+            raise NasRobustError(f"NASLibArch cannot produce encoding {name!r} on space {self.space.name!r}; supported: "
+                                 f"{', '.join(self.encodings)} (set the predictor's encoding_type to one of these)")
+        if name == "path":
+            return np.asarray(self.space.path_vector(self.arch))  # type: ignore[attr-defined]
         return self.space.to_vector(self.arch)
 
     def __repr__(self) -> str:
@@ -136,16 +144,20 @@ class NASLibArch:
 
 
 def run_naslib_optimizer(optimizer: Any, space: SearchSpace | str, metric: RobustnessMetric | Any, epochs: int,
-                         seed: int = 0) -> NASLibArch:
+                         seed: int = 0, stop: Callable[[], bool] | None = None) -> NASLibArch:
     """Drive a NASLib discrete optimizer as NASLib's trainer does and return its final architecture.
 
     ``optimizer.adapt_search_space(NASLibArch(...))``, then ``optimizer.new_epoch(e)`` for
     ``e < epochs``, then ``optimizer.get_final_architecture()`` -- the calls NASLib's
-    ``Trainer.search`` makes when ``optimizer.using_step_function`` is False.
+    ``Trainer.search`` makes when ``optimizer.using_step_function`` is False. ``stop()``, checked
+    after each epoch, ends the search early (NASLib counts epochs, which re-query repeats; a
+    caller can stop at a number of *distinct* architectures instead, as nasrobust's budget does).
     """
     optimizer.adapt_search_space(NASLibArch(space, metric, seed=seed))
     for epoch in range(epochs):
         optimizer.new_epoch(epoch)
+        if stop is not None and stop():
+            break
     return optimizer.get_final_architecture()
 
 

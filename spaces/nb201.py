@@ -535,6 +535,23 @@ class NB201Space(SearchSpace):
             vec[e, OP_INDEX[op]] = 1.0
         return vec.ravel()
 
+    def path_vector(self, arch: Arch) -> np.ndarray:
+        """BANANAS' path encoding (White et al. 2021) of the canonical cell: one 0/1 feature per op
+        sequence of length 1-3 over the 4 non-``none`` ops (4 + 16 + 64 = 84), set when a cell
+        input->output path (:data:`PATHS`) carries that sequence; a path through ``none`` is no path."""
+        ops = [op for op in OP_NAMES if op != "none"]
+        vec = np.zeros(sum(len(ops) ** n for n in range(1, 4)), dtype=np.float64)
+        genome = self._genome(arch)
+        for path in PATHS:
+            seq = [genome[e] for e in path]
+            if "none" in seq:
+                continue
+            index = sum(len(ops) ** n for n in range(1, len(seq)))
+            for k, op in enumerate(seq):
+                index += ops.index(op) * len(ops) ** k
+            vec[index] = 1.0
+        return vec
+
     def neighbors(self, arch: Arch) -> list[Arch]:
         """Change one edge's op, canonicalise; distinct, in edge-then-op order, without ``arch``."""
         genome = self._genome(arch)

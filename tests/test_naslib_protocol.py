@@ -149,8 +149,27 @@ def test_attributes_npenas_bananas_and_trainer_read():
     assert g.instantiate_model is False, "True would make NPENAS/BANANAS call parse() to build a network"
     assert g.space_name == "nasrobust:nb201" and g.get_model_size() == 0.0
     np.testing.assert_array_equal(g.encode(encoding_type=_Encoding.ADJACENCY_ONE_HOT), SPACE.to_vector(g.arch))
-    with pytest.raises(NasRobustError, match="cannot produce encoding 'path'.*adjacency_one_hot"):
-        g.encode(encoding_type=_Encoding.PATH)
+    np.testing.assert_array_equal(g.encode(encoding_type=_Encoding.PATH), SPACE.path_vector(g.arch))
+    with pytest.raises(NasRobustError, match="cannot produce encoding 'gcn' on space 'nb201'.*adjacency_one_hot, path"):
+        g.encode(encoding_type="gcn")
+    d = NASLibArch(get_space("darts"), linear(), seed=0)
+    d.sample_random_architecture()
+    with pytest.raises(NasRobustError, match="cannot produce encoding 'path' on space 'darts'; supported: adjacency_one_hot"):
+        d.encode(encoding_type=_Encoding.PATH)
+
+
+def test_nb201_path_encoding():
+    """BANANAS' path encoding: one feature per op sequence on an input->output path; 'none' cuts a path."""
+    conv3 = SPACE.arch(("nor_conv_3x3",) * 6)
+    v = SPACE.path_vector(conv3)
+    assert v.shape == (84,) and v.sum() == 3  # conv3 | conv3-conv3 (two paths, one feature) | conv3 x 3
+    no_direct = SPACE.arch(("nor_conv_3x3",) * 3 + ("none",) + ("nor_conv_3x3",) * 2)
+    assert SPACE.path_vector(no_direct).sum() == 2 and not SPACE.path_vector(no_direct)[v.nonzero()[0][0]]
+    assert SPACE.path_vector(SPACE.arch(("none",) * 6)).sum() == 0
+    # same ops, other places: the one-hot differs and so do the paths
+    a = SPACE.arch(("skip_connect", "nor_conv_1x1", "avg_pool_3x3", "nor_conv_3x3", "nor_conv_3x3", "nor_conv_1x1"))
+    b = SPACE.arch(("nor_conv_1x1", "skip_connect", "avg_pool_3x3", "nor_conv_3x3", "nor_conv_1x1", "nor_conv_3x3"))
+    assert a != b and not np.array_equal(SPACE.path_vector(a), SPACE.path_vector(b))
 
 
 def test_query_is_oriented_for_lower_is_better_metrics():

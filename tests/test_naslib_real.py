@@ -1,24 +1,16 @@
 """NASLib's REAL discrete optimizers (rs, re, ls) driving NASLibArch on nb201, from the peers' folder.
 
 NASLib is not on PyPI; its package is read from ``$NASROBUST_NASLIB`` or ``../shared/peers/naslib``
-(skipped only when that folder is absent). Its ``__init__`` files import many optional packages,
-and it uses ``collections.Iterable`` (gone in Python 3.10): the harness below stubs only
-modules that NASLib's own files import and that are not installed, and restores the aliases.
-Nothing of NASLib is copied here.
+(skipped only when that folder is absent). ``tests/naslib_harness.py`` imports it (stubbing only
+uninstalled optional packages that NASLib's own files import, restoring ``collections`` aliases,
+patching its numpy-2 bug); ``benchmarks/peer_searchers.py`` uses the same harness. Nothing of
+NASLib is copied here.
 """
 
 from __future__ import annotations
 
-import collections
-import collections.abc
-import importlib
-import importlib.abc
-import importlib.machinery
-import os
 import sys
-import types
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -28,100 +20,26 @@ from nasrobust.metrics import FunctionMetric
 from nasrobust.searchers.naslib import NASLibArch, run_naslib_optimizer
 from nasrobust.space import get_space
 
-ROOT = Path(os.environ.get("NASROBUST_NASLIB", Path(__file__).resolve().parents[2] / "shared" / "peers" / "naslib"))
-pytestmark = pytest.mark.skipif(not (ROOT / "naslib").is_dir(), reason=f"NASLib source not at {ROOT} (set NASROBUST_NASLIB)")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import naslib_harness  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not naslib_harness.available(),
+                                reason=f"NASLib source not at {naslib_harness.ROOT} (set NASROBUST_NASLIB)")
 
 SPACE = get_space("nb201")
 W = np.random.default_rng(1).normal(size=30)
 OPT = max(float(SPACE.to_vector(a) @ W) for a in SPACE.enumerate())
 
 
-class _StubMissing(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Answer NASLib's imports of uninstalled optional packages with mocks; nothing else."""
-
-    def find_spec(self, name, path, target=None):
-        top = name.split(".")[0]
-        frame = sys._getframe(1)
-        while frame and frame.f_code.co_filename.startswith("<frozen"):
-            frame = frame.f_back
-        if not (frame and frame.f_code.co_filename.startswith(str(ROOT))):
-            return None
-        if top == "naslib" or top in sys.stdlib_module_names:
-            return None
-        if not isinstance(sys.modules.get(top), mock.MagicMock) and (
-                top in sys.modules or importlib.machinery.PathFinder.find_spec(top) is not None):
-            return None
-        return importlib.machinery.ModuleSpec(name, self, is_package=True)
-
-    def create_module(self, spec):
-        module = mock.MagicMock(name=spec.name)
-        module.__path__, module.__spec__ = [], spec
-        return module
-
-    def exec_module(self, module):
-        pass
-
-
-def _count_parameters_in_mb(model) -> float:
-    """NASLib's count_parameters_in_MB with a list sum instead of np.sum(generator)."""
-    return sum(int(np.prod(v.size())) for name, v in model.named_parameters() if "auxiliary" not in name) / 1e6
-
-
-class _NoCheckpointer:
-    """fvcore's Checkpointer/PeriodicCheckpointer surface the Trainer calls, keeping nothing."""
-
-    def __init__(self, *args, **kwargs):
-        self.steps: list[int] = []
-
-    def step(self, epoch: int) -> None:
-        self.steps.append(epoch)
-
-    def has_checkpoint(self) -> bool:
-        return False
-
-
 @pytest.fixture(scope="module")
 def naslib():
-    """NASLib's rs, re and ls optimizer modules, imported from its real source."""
-    saved_path, saved_meta = list(sys.path), list(sys.meta_path)
-    aliases = {n: getattr(collections, n, None) for n in ("Iterable", "Mapping", "Sequence", "MutableMapping")}
-    for n in aliases:
-        setattr(collections, n, getattr(collections.abc, n))
-    sys.path.insert(0, str(ROOT))
-    sys.meta_path.insert(0, _StubMissing())
-    try:
-        mods = {k: importlib.import_module(f"naslib.optimizers.discrete.{k}.optimizer") for k in ("rs", "re", "ls", "npenas", "bananas")}
-        mods["trainer"] = importlib.import_module("naslib.defaults.trainer")
-        with pytest.MonkeyPatch.context() as mp:
-            # NASLib's count_parameters_in_MB calls np.sum(generator), a TypeError on numpy 2; the
-            # Trainer reaches it via optimizer.get_model_size(). Patch naslib.utils and every NASLib
-            # module that imported it by name.
-            for mod in [m for n, m in list(sys.modules.items()) if n.startswith("naslib")]:
-                if getattr(mod, "count_parameters_in_MB", None) is not None and not isinstance(mod, mock.MagicMock):
-                    mp.setattr(mod, "count_parameters_in_MB", _count_parameters_in_mb)
-            # fvcore (uninstalled, so mocked) provides the Trainer's checkpointers; a class derived
-            # from a mock is a mock whose side_effect runs dry after one call, so give the Trainer
-            # checkpointers that keep nothing (resuming is not under test).
-            mp.setattr(sys.modules["naslib.utils"], "Checkpointer", _NoCheckpointer)
-            mp.setattr(mods["trainer"], "PeriodicCheckpointer", _NoCheckpointer)
-            yield mods
-    finally:
-        sys.path[:], sys.meta_path[:] = saved_path, saved_meta
-        for n, v in aliases.items():
-            if v is None:
-                delattr(collections, n)
-            else:
-                setattr(collections, n, v)
+    """NASLib's optimizer modules and Trainer, imported from its real source (tests/naslib_harness.py)."""
+    with naslib_harness.naslib_modules() as mods:
+        yield mods
 
 
-def _config(epochs: int) -> types.SimpleNamespace:
-    search = types.SimpleNamespace(epochs=epochs, sample_size=10, population_size=20, num_init=10,
-                                   fidelity=-1, checkpoint_freq=1000, encoding_type="adjacency_one_hot",
-                                   k=5, load_labeled=False, max_mutations=1, num_arches_to_mutate=2,
-                                   num_candidates=20, num_ensemble=1, predictor_type="mlp", use_zc_api=False,
-                                   zc_ensemble=False, zc_names=[], zc_only=False, acq_fn_type="its",
-                                   acq_fn_optimization="mutation", predictor="mlp", seed=0)
-    return types.SimpleNamespace(dataset="cifar10", search=search, seed=0, save="", save_arch_weights=False)
+def _config(epochs: int):
+    return naslib_harness.search_config(epochs)
 
 
 def _best(naslib, name: str, cls: str, epochs: int, seed: int) -> float:
@@ -174,3 +92,23 @@ def test_real_naslib_trainer_runs_regularized_evolution(naslib, tmp_path):
     print(f"trainer re: found={np.round(found, 3).tolist()} rs={np.round(rs, 3).tolist()} opt={OPT:.3f} p={p:.4f}")
     assert p < 0.05, f"NASLib Trainer RE {found} vs RS {rs}: one-sided Mann-Whitney p={p:.3f}"
 
+
+
+def test_real_bananas_with_its_path_encoding_predictor(naslib, monkeypatch):
+    """NASLib's BANANAS with its own predictor (``predictor_type`` bananas: an MLP on the path
+    encoding) runs through NASLibArch: every architecture it fits or ranks is path-encoded."""
+    seen: list[str] = []
+    encode = NASLibArch.encode
+
+    def spy(self, encoding_type=None):
+        seen.append(str(getattr(encoding_type, "value", encoding_type)))
+        return encode(self, encoding_type)
+
+    monkeypatch.setattr(NASLibArch, "encode", spy)
+    config = _config(20)
+    config.search.predictor_type = "bananas"
+    np.random.seed(0)
+    metric = FunctionMetric(lambda a: float(SPACE.to_vector(a) @ W), "linear", cache=False)
+    best = run_naslib_optimizer(naslib["bananas"].Bananas(config), SPACE, metric, 20, seed=0)
+    assert metric.calls == 20 and best.query() <= OPT + 1e-9  # one query per epoch
+    assert seen and set(seen) == {"path"}
