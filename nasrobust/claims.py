@@ -1,10 +1,11 @@
 """Leases on work units, kept in the result store, so several processes share one store's work.
 
-A worker claims a unit (an opaque key, e.g. ``encoding|weights_id|dataset|suite|protocol_hash``) before
+A worker claims a unit (an opaque key; the evaluator's is its WorkUnit's fields joined by ``|``) before
 computing it: the claim is an insert, or a take-over of a claim whose lease has expired, made inside
 ``BEGIN IMMEDIATE`` so two processes can never both win. The owner renews the lease while it works and
 releases it at the end; a worker that dies leaves its claim to expire, after which any other worker may
-take the unit. Finished units are recognised by the store's ``units`` table, not here: a claim only
+take the unit. A claim whose owner ran on this host and is no longer alive is taken over at once (a killed
+run resumed on the same machine does not wait out the lease). Finished units are recognised by the store's ``units`` table, not here: a claim only
 prevents two workers from computing the same unit at the same time.
 """
 
@@ -31,6 +32,21 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS claims (
 def new_owner() -> str:
     """A claim owner id unique across hosts and processes: ``host/pid/uuid``."""
     return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+
+
+def _dead_here(owner: str) -> bool:
+    """Whether ``owner`` (a :func:`new_owner` id) names a process of this host that no longer runs."""
+    host, _, rest = owner.partition("/")
+    pid = rest.partition("/")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, owned by another user
+        return False
+    return False
 
 
 class Claims:
@@ -88,7 +104,14 @@ class Claims:
             "ON CONFLICT(unit) DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
             "WHERE claims.expires < ? OR claims.owner = excluded.owner",
             (unit, self.owner, now + self.lease_s, now))
-        return n > 0
+        if n > 0:
+            return True
+        held = self.holder(unit)
+        if held is None or not _dead_here(held[0]):
+            return False
+        log.info("claim on %s held by %s, a process of this host that is gone: taken over", unit, held[0])
+        return self._immediate("UPDATE claims SET owner = ?, expires = ? WHERE unit = ? AND owner = ?",
+                               (self.owner, now + self.lease_s, unit, held[0])) > 0
 
     def renew(self, unit: str) -> bool:
         """Extend our lease on ``unit``; False when it was lost (expired and taken over)."""

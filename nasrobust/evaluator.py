@@ -12,6 +12,7 @@ the end (:mod:`nasrobust.rankstore`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -133,9 +134,10 @@ class Evaluator:
         """The suites whose unit for (arch, weights) is not complete yet (a protocol conflict raises here)."""
         out = []
         for suite in self.suites:
-            unit = WorkUnit.of(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name, protocol=suite.protocol(self.ctx))
+            protocol = suite.protocol(self.ctx)
+            unit = WorkUnit.of(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name, protocol=protocol)
             if not self.store.is_complete(unit):
-                self._check_protocol(unit, suite.name)
+                self._check_protocol(unit, suite.name, protocol)
                 out.append(suite)
         return out
 
@@ -145,10 +147,9 @@ class Evaluator:
         for arch in archs:
             self.pending(arch, weights_id)
 
-    def _check_protocol(self, unit: WorkUnit, suite: str) -> None:
+    def _check_protocol(self, unit: WorkUnit, suite: str, protocol: Protocol) -> None:
         if self.overwrite_protocol:
             return
-        protocol = self.protocols()[suite]
         for stored in self.store.unit_protocols(unit):
             if stored.hash != protocol.hash:
                 diff = ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in stored.diff(protocol).items())
@@ -172,7 +173,7 @@ class Evaluator:
         for suite in suites if suites is not None else self.pending(arch, weights_id):
             protocol = suite.protocol(self.ctx)
             unit = WorkUnit.of(arch, weights_id=weights_id, dataset=self.data.info.name, suite=suite.name, protocol=protocol)
-            claim_key = f"{arch.encoding}|{weights_id}|{self.data.info.name}|{suite.name}|{protocol.hash}"
+            claim_key = "|".join(dataclasses.astuple(unit))  # the unit's identity names its lease
             wait = suite.reads_reference and self._is_reference(arch, weights_id)
             if self.claims is not None and not self._claim(claim_key, unit, wait=wait):
                 report.shared.add(suite.name)

@@ -440,22 +440,21 @@ class Study:
 
         from nasrobust import distributed
         from nasrobust.claims import Claims
-        from nasrobust.store import open_results
-        from nasrobust.workers import join_pool, start_pool, threads_per_worker, torch_threads
+        from nasrobust.workers import WorkerPool, torch_threads
 
         c = self.config
         kw = dict(db=self.db, suites=c.suites, protocol=c.eval_protocol(), archs=archs, batch_size=c.batch_size,
                   cache_dir=c.cache_dir, device=self.device)
-        workers = 1 if distributed.world_size() > 1 else (c.workers or 1)
-        pool = []
-        if workers > 1:  # spawned workers claim units from the store alongside this process
-            open_results(self.db, create=True).close()
-            pool = start_pool(_evaluate_worker, (ckpt, c.dataset, c.data_root, kw), workers - 1,
-                              threads_per_worker(workers))
-        with Claims(self.db) as claims, torch_threads(threads_per_worker(workers) if workers > 1 else None):
-            evaluate(ckpt, data=data, progress=self.progress, claims=claims if distributed.world_size() == 1 else None,
-                     **kw)
-        if join_pool(pool):
+        # spawned workers claim units from the store alongside this process, once every input is checked
+        pool = WorkerPool(_evaluate_worker, (ckpt, c.dataset, c.data_root, kw),
+                          1 if distributed.world_size() > 1 else (c.workers or 1))
+        try:
+            with Claims(self.db) as claims, torch_threads(pool.threads):
+                evaluate(ckpt, data=data, progress=self.progress, on_ready=pool.start,
+                         claims=claims if distributed.world_size() == 1 else None, **kw)
+        finally:
+            code = pool.join()
+        if code:
             raise NasRobustError("an evaluation worker failed (see its message above); rerun to finish the study")
 
     def standalone(self, data, archs: list) -> list[Path]:

@@ -58,21 +58,35 @@ def _child(target: Callable[[Any], int], payload: Any, threads: int) -> None:
     raise SystemExit(code)
 
 
-def start_pool(target: Callable[[Any], int], payload: Any, workers: int, threads: int) -> list[Any]:
-    """Start ``target(payload)`` in ``workers`` spawned processes of ``threads`` torch threads each."""
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_child, args=(target, payload, threads), name=f"nasrobust-worker-{i}")
-             for i in range(workers)]
-    for p in procs:
-        p.start()
-    return procs
+class WorkerPool:
+    """``workers`` processes in all: the caller plus ``workers - 1`` spawned copies running ``target(payload)``,
+    each with :func:`threads_per_worker` torch threads. :meth:`start` is meant for the moment every input is
+    checked (``evaluate(on_ready=pool.start)``), so bad input never reaches a spawned worker."""
 
+    def __init__(self, target: Callable[[Any], int], payload: Any, workers: int):
+        self.target, self.payload, self.workers = target, payload, workers
+        self.procs: list[Any] = []
 
-def join_pool(procs: list[Any]) -> int:
-    """Wait for every worker; the first non-zero exit status, else 0."""
-    for p in procs:
-        p.join()
-    return next((p.exitcode for p in procs if p.exitcode), 0)
+    @property
+    def threads(self) -> int | None:
+        """Torch threads of the calling process while the pool runs (None: unchanged, no pool)."""
+        return threads_per_worker(self.workers) if self.workers > 1 else None
+
+    def start(self) -> None:
+        """Spawn the other workers (once; nothing with one worker)."""
+        if self.workers <= 1 or self.procs:
+            return
+        ctx = multiprocessing.get_context("spawn")
+        self.procs = [ctx.Process(target=_child, args=(self.target, self.payload, threads_per_worker(self.workers)),
+                                  name=f"nasrobust-worker-{i}") for i in range(self.workers - 1)]
+        for p in self.procs:
+            p.start()
+
+    def join(self) -> int:
+        """Wait for every spawned worker; the first non-zero exit status, else 0."""
+        for p in self.procs:
+            p.join()
+        return next((p.exitcode for p in self.procs if p.exitcode), 0)
 
 
 @contextlib.contextmanager

@@ -141,10 +141,7 @@ def test_replicates_score_the_same_subnets_under_two_weights(tmp_path):
     assert [(r["replicate"], r["seed"], r["kind"], r["technique"]) for r in runs] == [
         (0, 0, "supernet", "standard"), (1, 1, "supernet", "standard")]
     assert len({r["weights_id"] for r in runs}) == 2
-    with open_results(out / "results.db", create=False) as store:
-        by_weights: dict[str, set] = {}
-        for row in store.query():
-            by_weights.setdefault(row.key.weights_id, set()).add(row.key.encoding)
+    by_weights = _encodings_by_weights(out / "results.db")
     assert set(by_weights) == {r["weights_id"] for r in runs}
     first, second = by_weights.values()
     assert first == second and len(first) >= 5
@@ -155,6 +152,15 @@ def test_replicates_score_the_same_subnets_under_two_weights(tmp_path):
     assert (out / "report" / "tables" / "replication_classified.csv").exists()
     assert main(["study", "--config", str(out / "config.toml"), "--no-progress"]) == 0  # resumes: nothing new
     assert tomllib.loads((out / "config.toml").read_text())["runs"] == runs
+
+
+def _encodings_by_weights(db) -> dict[str, set]:
+    """The scored subnets of each weights id (one per trained supernet) in the store ``db``."""
+    with open_results(db, create=False) as store:
+        by_weights: dict[str, set] = {}
+        for row in store.query():
+            by_weights.setdefault(row.key.weights_id, set()).add(row.key.encoding)
+    return by_weights
 
 
 def test_techniques_score_the_same_subnets_under_each_technique(tmp_path):
@@ -180,10 +186,7 @@ def test_techniques_score_the_same_subnets_under_each_technique(tmp_path):
     standard = checkpoint.meta_of(checkpoint.read(checkpoint.checkpoint_path(out / "supernet"))).recipe
     pgd_at = checkpoint.meta_of(trained).recipe
     assert {k: v for k, v in pgd_at.items() if standard.get(k) != v} == TECHNIQUES["pgd-at"]
-    with open_results(out / "results.db", create=False) as store:
-        by_weights: dict[str, set] = {}
-        for row in store.query():
-            by_weights.setdefault(row.key.weights_id, set()).add(row.key.encoding)
+    by_weights = _encodings_by_weights(out / "results.db")
     assert set(by_weights) == {r["weights_id"] for r in runs}
     first, second = by_weights.values()
     assert first == second and len(first) >= 5

@@ -42,6 +42,26 @@ def test_live_claim_is_skipped_and_expired_claim_is_taken_over(tmp_path):
     a.close(), b.close()
 
 
+def test_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
+    """A killed run resumed on the same machine must not wait out (or skip) the units its dead process held."""
+    import os
+    import socket
+
+    db = _store(tmp_path)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    me = Claims(db, "me", lease_s=600)
+    for owner, taken in [(f"{host}/{gone.pid}/dead", True), (f"{host}/{os.getpid()}/alive", False),
+                         (f"other-host/{gone.pid}/remote", False), ("a", False)]:
+        with Claims(db, owner, lease_s=600) as holder:
+            assert holder.claim("u")
+        assert me.claim("u") is taken, owner
+        assert me.holder("u")[0] == ("me" if taken else owner)
+        me._immediate("DELETE FROM claims", ())
+    me.close()
+
+
 def test_claims_table_is_accepted_by_the_store(tmp_path):
     db = _store(tmp_path)
     with Claims(db, "a") as c:

@@ -80,7 +80,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from nasrobust.headlines import summary_table
     from nasrobust.outputs import check_writable_store
     from nasrobust.store import open_results
-    from nasrobust.workers import check_workers, default_workers, join_pool, start_pool, threads_per_worker, torch_threads
+    from nasrobust.workers import WorkerPool, check_workers, default_workers, torch_threads
 
     check_workers(args.workers)
 
@@ -96,19 +96,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     worker = getattr(args, "_worker", False)
     workers = 1 if distributed.world_size() > 1 or worker else (args.workers or default_workers(device))
     t0 = time.time()
-    pool: list[Any] = []
-
-    def start_workers() -> None:  # every input checked: this process is worker 0, the others spawned copies
-        if workers > 1 and not pool:
-            pool.extend(start_pool(cmd_evaluate, argparse.Namespace(**{**vars(args), "_worker": True}), workers - 1,
-                                   threads_per_worker(workers)))
-
+    # this process is worker 0; the others are spawned copies that claim units from the same store
+    pool = WorkerPool(cmd_evaluate, argparse.Namespace(**{**vars(args), "_worker": True}), workers)
     reports: list[Any] = []
     try:
-        with torch_threads(threads_per_worker(workers) if workers > 1 else None):
-            encodings, weights_id, dataset = _evaluate(args, device, reports, start_workers)
+        with torch_threads(pool.threads):
+            encodings, weights_id, dataset = _evaluate(args, device, reports, pool.start)
     finally:
-        code = join_pool(pool)
+        code = pool.join()
     distributed.barrier()
     if code == 0 and distributed.is_main() and not worker:
         from nasrobust.cli.eval_summary import render, summarize
