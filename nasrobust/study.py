@@ -19,8 +19,8 @@ rank 0 writes the sample and the report.
 
 How many subnets are scored, and how hard, is the *protocol*: ``full`` (every sampled subnet,
 each suite's published defaults, the whole test set) when a GPU is present, else ``cpu``
-(:data:`CPU_PROTOCOL`: the first 100 sampled subnets on a smaller but complete protocol, in 2 replicate
-supernets so every finding is checked for replication; one replicate took 22 minutes on 2 CPU cores).
+(:data:`CPU_PROTOCOL`: the first 30 sampled subnets on a smaller but complete protocol, in 2 replicate
+supernets so every finding is checked for replication, inside 30 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class StudyProtocol:
     description: str = ""
     replicates: int = 1  # supernets per technique unless --replicates is given (a finding must replicate)
     standalone_check: int = 0  # scored subnets fine-tuned stand-alone unless --standalone-check is given
+    #: suites scored on only the first N evaluated subnets (a costly suite on a subset; the rest get every suite)
+    suite_archs: Mapping[str, int] = field(default_factory=dict)
 
 
 def _cpu_options() -> dict[str, dict[str, Any]]:
@@ -72,22 +74,23 @@ def _described(options: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 #: CPU-sized: every suite and noise family is present, each at fewer points (the suite's
-#: ``cpu_options``) and on the first 100 (class-interleaved) test digits. At 200 digits the
-#: evaluation took ~16 s per bignas-small subnet on the 2-core CPU, too slow for 100 subnets in the
-#: 30-minute budget (benchmarks/study.md).
+#: ``cpu_options``) and on the first 100 (class-interleaved) test digits, in 2 replicate supernets, inside
+#: 30 minutes on 2 cores (benchmarks/study.md). Measured on a trained supernet, one thread per subnet
+#: (benchmarks/study.md): training 5.5 min per replicate; adversarial ~17 s (the min-norm radius ~11 of them),
+#: natural 3.6 s, system 2.1 s; certified CROWN-zono ~20 s per test image. So 30 subnets per replicate, and
+#: the certified suite on the first 4 of them with 2 images each.
+_CPU_SUBNETS, _CPU_CERTIFIED_SUBNETS = 30, 4
 CPU_PROTOCOL = StudyProtocol(
-    eval_archs=100,
+    eval_archs=_CPU_SUBNETS,
     n_examples=100,
     recalib_images=500,
     suite_options=_cpu_options(),
-    description=f"CPU subset: 100 subnets, 100 test images, 2 replicates, 3 stand-alone checks; "
-                f"{_described(_cpu_options())}",
-    # issue 11: the CPU main command checks its findings across 2 supernets. It doubles training and evaluation:
-    # from benchmarks/study.md's 1-replicate timing (7.7 min train + 13.9 min evaluate of 22.4 min) ~44 min
-    # expected, over the 30-minute target until the evaluation-throughput work lands (not yet measured at K=2).
-    replicates=2,
+    description=f"CPU subset: {_CPU_SUBNETS} subnets (certified: the first {_CPU_CERTIFIED_SUBNETS}), 100 test "
+                f"images, 2 replicates, 3 stand-alone checks; {_described(_cpu_options())}",
+    replicates=2,  # issue 11: the CPU main command checks its findings across 2 supernets
     # issue 11 item 5: the fewest subnets the supernet vs stand-alone Kendall tau accepts (analysis.replication)
     standalone_check=3,
+    suite_archs={"certified": _CPU_CERTIFIED_SUBNETS},
 )
 
 #: Every sampled subnet, each suite's published defaults, the whole test set.
@@ -150,6 +153,7 @@ class StudyConfig:
     n_examples: int | None = None  # overrides the protocol's
     suites: tuple[str, ...] = ALL_SUITES
     suite_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # on top of the protocol's
+    suite_archs: Mapping[str, int] = field(default_factory=dict)  # SUITE -> first N subnets it scores; on the protocol's
     recalib_images: int | None = None
     batch_size: int = 256
     n_boot: int = 1000
@@ -189,6 +193,12 @@ class StudyConfig:
         for suite, given in options.items():  # a bad option fails now, not after the supernet is trained
             SUITES.get_class(suite).from_options(given)
         eval_archs = min((self.eval_archs if self.eval_archs is not None else p.eval_archs) or self.n, self.n)
+        suite_archs = {s: n for s, n in {**p.suite_archs, **self.suite_archs}.items() if s in self.suites}
+        for suite, n in {**p.suite_archs, **self.suite_archs}.items():
+            if suite not in ALL_SUITES or not isinstance(n, int) or n < 1:
+                raise NasRobustError(f"--suite-archs {suite}={n}: expected a registered suite ({', '.join(ALL_SUITES)}) "
+                                     f"and a number of subnets >= 1, e.g. certified=10")
+        suite_archs = {s: min(n, eval_archs) for s, n in suite_archs.items()}
         alone = self.standalone_check if self.standalone_check is not None else min(p.standalone_check, eval_archs)
         if alone < 0:
             raise NasRobustError(f"--standalone-check must be >= 0 (0 turns the check off), got {alone}")
@@ -202,9 +212,14 @@ class StudyConfig:
             n_examples=self.n_examples if self.n_examples is not None else p.n_examples,
             recalib_images=self.recalib_images or p.recalib_images,
             replicates=self.replicates if self.replicates is not None else p.replicates,
-            suite_options={s: o for s, o in options.items() if o}, recipe=recipe,
+            suite_options={s: o for s, o in options.items() if o}, suite_archs=suite_archs, recipe=recipe,
             workers=self.workers or (1 if has_gpu else _cores()),
         )
+
+    def suite_groups(self) -> list[tuple[int, tuple[str, ...]]]:
+        """``(n, suites)``: the suites that score the first ``n`` evaluated subnets, most subnets first."""
+        n_of = {s: self.suite_archs.get(s, self.eval_archs) for s in self.suites}
+        return [(n, tuple(s for s in self.suites if n_of[s] == n)) for n in sorted(set(n_of.values()), reverse=True)]
 
     def eval_protocol(self) -> EvalProtocol:
         """The evaluation protocol of a :meth:`resolved` config (what :func:`nasrobust.evaluate` runs)."""
@@ -243,6 +258,8 @@ class StudyConfig:
         for key in ("suites", "techniques"):
             if key in data:
                 data[key] = tuple(data[key])
+        if not isinstance(data.get("suite_archs", {}), dict):
+            raise NasRobustError(f"{path}: suite_archs must be a table of SUITE = N, e.g. suite_archs = {{certified = 10}}")
         data["suite_options"] = {s: {k: tuple(v) if isinstance(v, list) else v for k, v in o.items()}
                                  for s, o in data.get("suite_options", {}).items()}
         return cls(**data)
@@ -442,20 +459,24 @@ class Study:
         from nasrobust.claims import Claims
         from nasrobust.workers import WorkerPool, torch_threads
 
+        from nasrobust.evaluation import LARGEST
+
         c = self.config
-        kw = dict(db=self.db, suites=c.suites, protocol=c.eval_protocol(), archs=archs, batch_size=c.batch_size,
-                  cache_dir=c.cache_dir, device=self.device)
-        # spawned workers claim units from the store alongside this process, once every input is checked
-        pool = WorkerPool(_evaluate_worker, (ckpt, c.dataset, c.data_root, kw),
-                          1 if distributed.world_size() > 1 else (c.workers or 1))
-        try:
-            with Claims(self.db) as claims, torch_threads(pool.threads):
-                evaluate(ckpt, data=data, progress=self.progress, on_ready=pool.start,
-                         claims=claims if distributed.world_size() == 1 else None, **kw)
-        finally:
-            code = pool.join()
-        if code:
-            raise NasRobustError("an evaluation worker failed (see its message above); rerun to finish the study")
+        for n, suites in c.suite_groups():  # a suite limited to the first n subnets (suite_archs) in its own pass
+            reads_reference = any(SUITES.get_class(s).reads_reference for s in suites)
+            kw = dict(db=self.db, suites=suites, protocol=c.eval_protocol(), archs=archs[:n], batch_size=c.batch_size,
+                      cache_dir=c.cache_dir, device=self.device, reference=LARGEST if reads_reference else None)
+            # spawned workers claim units from the store alongside this process, once every input is checked
+            pool = WorkerPool(_evaluate_worker, (ckpt, c.dataset, c.data_root, kw),
+                              1 if distributed.world_size() > 1 else (c.workers or 1))
+            try:
+                with Claims(self.db) as claims, torch_threads(pool.threads):
+                    evaluate(ckpt, data=data, progress=self.progress, on_ready=pool.start,
+                             claims=claims if distributed.world_size() == 1 else None, **kw)
+            finally:
+                code = pool.join()
+            if code:
+                raise NasRobustError("an evaluation worker failed (see its message above); rerun to finish the study")
 
     def standalone(self, data, archs: list) -> list[Path]:
         """Weight sharing checked against stand-alone training (issue 11): fine-tune ``standalone_check`` of the
@@ -491,8 +512,9 @@ class Study:
                                         data_root=c.data_root, device=self.device, progress=self.progress).checkpoint
             if distributed.is_main():
                 self.record_run(ckpt, replicate=0, technique=technique, kind="standalone", seed=c.seed)
+                suites = [s for s in c.suites if i < c.suite_archs.get(s, len(archs))]  # as the supernet's subnet
                 with open_results(self.db, create=True) as store:
-                    evaluate(ckpt, db=store, suites=c.suites, protocol=c.eval_protocol(), data=data,
+                    evaluate(ckpt, db=store, suites=suites, protocol=c.eval_protocol(), data=data,
                              reference=reference, batch_size=c.batch_size, cache_dir=c.cache_dir, device=self.device,
                              progress=self.progress)
             ckpts.append(ckpt)

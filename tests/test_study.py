@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import tomllib
 import sys
 
 import pytest
@@ -20,7 +22,7 @@ TINY = [
     "--n-boot", "20", "--no-progress", "--replicates", "1", "--standalone-check", "0",
     "--suite-option", "natural.corruptions=contrast,gaussian_noise", "--suite-option", "natural.severities=1,5",
     "--suite-option", "system.decoders=pil,opencv", "--suite-option", "system.resizers=pil_bilinear,opencv_area",
-    "--suite-option", "certified.n_examples=20",
+    "--suite-option", "certified.n_examples=20", "--suite-archs", "certified=3",
 ]
 SUITES = {"adversarial", "natural", "system", "certified"}
 
@@ -45,8 +47,12 @@ def test_study_writes_every_stage(study):
     table = rows(study / "results.db")
     archs = {k[0] for k in table}
     assert len(archs) >= 5  # the 5 sampled subnets (+ the mCE reference, the largest)
-    for arch in archs:
-        assert {k[1] for k in table if k[0] == arch} == SUITES
+    sampled = [json.loads(line)["encoding"] for line in (study / "archs.jsonl").read_text().splitlines()][:5]
+    for i, arch in enumerate(sampled):  # --suite-archs certified=3: certified on the first 3 only
+        assert {k[1] for k in table if k[0] == arch} == (SUITES if i < 3 else SUITES - {"certified"}), i
+    for arch in archs - set(sampled):  # the reference: scored by the suites that read it, certified does not
+        assert "natural" in {k[1] for k in table if k[0] == arch}
+    assert tomllib.loads((study / "config.toml").read_text())["suite_archs"] == {"certified": 3}
     html = (study / "report" / "report.html").read_text()
     assert "spearman" in html.lower()
     assert (study / "report" / "tables").is_dir()
@@ -75,6 +81,21 @@ def test_config_round_trips_and_resolves(tmp_path):
     assert again.resolved(has_gpu=False) == r
     g = c.resolved(has_gpu=True)
     assert g.protocol == "full" and g.eval_archs == 50
+
+
+def test_suite_archs_resolve_against_the_protocol_and_eval_archs():
+    cpu = StudyConfig(space="nb201", n=50).resolved(has_gpu=False)
+    assert cpu.suite_archs == dict(CPU_PROTOCOL.suite_archs)
+    assert cpu.suite_groups() == [(cpu.eval_archs, ("adversarial", "natural", "system")),
+                                  (CPU_PROTOCOL.suite_archs["certified"], ("certified",))]
+    small = StudyConfig(space="nb201", n=50, eval_archs=4, suite_archs={"natural": 2}).resolved(has_gpu=False)
+    assert small.suite_archs == {"certified": 4, "natural": 2}  # capped at the evaluated subnets
+    assert small.suite_groups() == [(4, ("adversarial", "certified", "system")), (2, ("natural",))]
+    assert StudyConfig(space="nb201", n=50, protocol="full").resolved(has_gpu=False).suite_archs == {}
+    assert StudyConfig(space="nb201", n=50, suites=("natural",)).resolved(has_gpu=False).suite_archs == {}
+    for bad in ({"certfied": 2}, {"certified": 0}):
+        with pytest.raises(NasRobustError, match="--suite-archs"):
+            StudyConfig(space="nb201", n=50, suite_archs=bad).resolved(has_gpu=False)
 
 
 def test_study_seed_reaches_the_supernet_recipe(tmp_path):

@@ -44,11 +44,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="supernet option of the space, e.g. channels=8 or cells_per_stage=1 (cell spaces)")
     p.add_argument("--protocol", choices=("auto", "cpu", "full"), default="auto",
                    help="evaluation protocol: full (every subnet, suite defaults) with a GPU, cpu otherwise (default auto)")
-    p.add_argument("--eval-archs", type=positive_int, help="subnets evaluated (default: the protocol's; cpu: 100)")
+    p.add_argument("--eval-archs", type=positive_int, help="subnets evaluated (default: the protocol's; cpu: 30)")
     p.add_argument("--n-examples", type=positive_int, help="test images per evaluation (default: the protocol's)")
     p.add_argument("--suites", help="comma-separated registered suites (default: every one; `nasrobust list` shows them)")
     p.add_argument("--suite-option", action="append", default=[], metavar="SUITE.KEY=VALUE",
                    help="a suite option on top of the protocol's, e.g. adversarial.steps=10")
+    p.add_argument("--suite-archs", action="append", default=[], metavar="SUITE=N",
+                   help="score SUITE on only the first N evaluated subnets (a costly suite on a subset; "
+                        "default: the protocol's, cpu certified=4)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the report's intervals")
     p.add_argument("--cache-dir", help="where model-independent perturbed data is cached (~/.cache/nasrobust)")
     p.add_argument("--no-progress", action="store_true")
@@ -75,10 +78,20 @@ def config_from_args(args: argparse.Namespace):
         preset=args.preset, recipe={"epochs": args.epochs} if args.epochs else {},
         supernet=parse_assignments(args.supernet_option, what="--supernet-option"), protocol=args.protocol,
         eval_archs=args.eval_archs, n_examples=args.n_examples, suites=suites,
-        suite_options=parse_suite_options(args.suite_option), n_boot=args.n_boot, cache_dir=args.cache_dir,
+        suite_options=parse_suite_options(args.suite_option), suite_archs=_suite_archs(args.suite_archs), n_boot=args.n_boot, cache_dir=args.cache_dir,
         replicates=args.replicates, techniques=tuple(t.strip() for t in args.techniques.split(",") if t.strip()),
         workers=args.workers, standalone_check=args.standalone_check,
     )
+
+
+def _suite_archs(items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        suite, sep, n = item.partition("=")
+        if not sep or not n.strip().isdigit():
+            raise NasRobustError(f"--suite-archs {item!r}: expected SUITE=N with N >= 1, e.g. --suite-archs certified=10")
+        out[suite.strip()] = int(n)
+    return out
 
 
 def cmd_study(args: argparse.Namespace) -> int:

@@ -121,6 +121,8 @@ class AdversarialOptions:
     steps: int = option(AttackSettings.steps, "PGD / MIM steps", ge=1)
     restarts: int = option(1, "runs of each random-start attack, each on the survivors of the last", ge=1)
     cw_steps: int = option(AttackSettings.cw_steps, "Adam steps per CW run", ge=1)
+    minnorm_rounds: int = option(AttackSettings.minnorm_rounds, "bisection rounds of a minimal attack's radius (its "
+                                 "resolution is eps_max / 2**rounds: Linf 1/4096 at 12)", ge=1, le=30)
     sanity_tolerance: float = option(DEFAULT_TOLERANCE, "accuracy slack of the sanity checks", ge=0, lt=1)
     radius_grid_linf: tuple[float, ...] | None = option(None, "eps of a minimal Linf attack's robust-accuracy curve "
                                                         "(default: quarter decades 1e-3..1)", gt=0, canonical=True,
@@ -244,6 +246,7 @@ class AdversarialSuite(NoiseSuite):
     #: weak subnets) with its robust-accuracy curve on 0.01..0.3; no PGD-L2/L1, CW or AutoAttack:
     #: minutes per subnet on a CPU.
     cpu_options = MappingProxyType({"attacks": ("fgsm", "pgd_linf", "minnorm_linf"), "eps_linf": (0.1,), "steps": 10,
+                                    "minnorm_rounds": 10,  # radius to 1/1024: below the median's sampling error
                                     "radius_grid_linf": (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3)})
     reads_reference = False  # no relative metric: workers need not wait for the reference model's unit
 
@@ -271,7 +274,7 @@ class AdversarialSuite(NoiseSuite):
         o = self.options
         defaults = FAMILY_DEFAULTS.get(ctx.family, FAMILY_DEFAULTS["imagenet"])
         attacks = o.attacks or attack_names(default_only=True)
-        attack = replace(AttackSettings(), steps=o.steps, cw_steps=o.cw_steps)
+        attack = replace(AttackSettings(), steps=o.steps, cw_steps=o.cw_steps, minnorm_rounds=o.minnorm_rounds)
         transfer = tuple(a for a in attacks if attack_spec(a).transferable) if self.transfer_from is not None else ()
         return AdversarialSettings(
             attacks=attacks,

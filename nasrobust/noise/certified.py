@@ -149,7 +149,7 @@ class CertifiedSuite(NoiseSuite):
     #: Linf certified radius per image by CROWN with zonotope intermediate bounds: IBP and CROWN-IBP radii are
     #: 1e4-1e8 below the attack radii on these nets. ~d = 784 forward passes per image and bound, hence only
     #: the first 4 images (benchmarks/certified_radius.md).
-    cpu_options = MappingProxyType({"methods": ("crown-zono",), "norms": ("linf",), "n_examples": 4, "rtol": 0.25,
+    cpu_options = MappingProxyType({"methods": ("crown-zono",), "norms": ("linf",), "n_examples": 2, "rtol": 0.25,
                                     "eps_linf": (0.003,),
                                     "radius_grid_linf": (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02)})
     reads_reference = False  # no relative metric: workers need not wait for the reference model's unit

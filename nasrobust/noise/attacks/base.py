@@ -86,6 +86,7 @@ class AttackSettings:
     8/255). PGD-L1 keeps the top ``1 - l1_sparsity`` fraction of gradient coordinates per
     step (advertorch's default 0.95). CW: ``cw_c_grid`` ascending, ``cw_search_steps``
     bisection rounds, ``cw_steps`` Adam steps at ``cw_lr`` per run, confidence ``cw_kappa``.
+    Minimum-norm attacks: ``minnorm_rounds`` bisection rounds over eps (a bracket of eps_max / 2**rounds).
     """
 
     steps: int = 20
@@ -97,6 +98,7 @@ class AttackSettings:
     cw_steps: int = 100
     cw_lr: float = 0.1
     cw_kappa: float = 0.0
+    minnorm_rounds: int = 12
 
 
 # ----------------------------------------------------------------------------- the spec and registry

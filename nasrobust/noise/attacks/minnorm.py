@@ -121,13 +121,14 @@ class MinNormPGD:
 
 def _builder(norm: str) -> Any:
     def build(model: nn.Module, eps: float, s: AttackSettings, num_classes: int, seed: int) -> list[tuple[str, Perturb]]:
-        return [(f"minnorm_{norm}", MinNormPGD(model, norm, steps=10, step_fraction=s.step_fraction, seed=seed))]
+        return [(f"minnorm_{norm}", MinNormPGD(model, norm, steps=10, step_fraction=s.step_fraction,
+                                               rounds=s.minnorm_rounds, seed=seed))]
     return build
 
 
 def _params(norm: str) -> Any:
     def params(s: AttackSettings, num_classes: int) -> Mapping[str, Any]:
-        return {"minnorm_steps": 10, "minnorm_rounds": 12, "minnorm_eps_max": EPS_MAX[norm], "step_fraction": s.step_fraction}
+        return {"minnorm_steps": 10, "minnorm_rounds": s.minnorm_rounds, "minnorm_eps_max": EPS_MAX[norm], "step_fraction": s.step_fraction}
     return params
 
 
