@@ -87,6 +87,34 @@ def test_classification(planted, tmp_path):
     assert md2.read_text() == text
 
 
+def test_metric_on_a_subset_of_subnets(tmp_path):
+    """A suite scored on the first subnets only (study --suite-archs): its agreement counts those subnets, and a
+    relation analysable in one replicate only (constant in the other) is not replicated, not a K=1 study."""
+    path = tmp_path / "results.db"
+    archs = _store(path)
+    space = get_space(SPACE)
+    records = []
+    for wid in ("rep0", "rep1"):
+        for i, arch in enumerate(archs[:8]):
+            key = ResultKey.of(arch, weights_id=wid, dataset="mnist5k", suite="certified", noise="crown-zono_linf",
+                               level=0.0, metric="radius_median")
+            records.append(Record(key, 0.001 * space.factors(arch)["depth"] + 1e-4 * i, PROTO))
+            key = ResultKey.of(arch, weights_id=wid, dataset="mnist5k", suite="certified", noise="crown-zono_linf",
+                               level=0.003, metric="certified_accuracy")
+            records.append(Record(key, 0.0 if wid == "rep1" else float(i % 2), PROTO))
+    with open_results(path) as store:
+        store.write_many(records)
+    runs = [RunLabel("rep0", replicate=0, seed=0), RunLabel("rep1", replicate=1, seed=1)]
+    replication_report(path, runs, tmp_path / "r", ReplicationOptions(n_boot=50, seed=0))
+    agree = pd.read_csv(tmp_path / "r" / "tables" / "replication_ranking_agreement.csv").set_index("metric")
+    assert agree.loc["adversarial/pgd_linf/accuracy@0.1", "n_subnets"] == 40
+    radius = agree.loc["certified/crown-zono_linf/radius_median"]
+    assert radius["n_subnets"] == 8 and radius["tau"] == pytest.approx(1.0)
+    status = pd.read_csv(tmp_path / "r" / "tables" / "replication_classified.csv").set_index(["factor", "metric"])["status"]
+    assert status[("depth", "certified/crown-zono_linf/certified_accuracy@0.003")] == \
+        "not replicated (analysable in 1 of 2 replicates)"
+
+
 def test_single_replicate_cannot_replicate(planted, tmp_path):
     path, runs = planted
     md = replication_report(path, runs[:1], tmp_path / "one", ReplicationOptions(n_boot=50))

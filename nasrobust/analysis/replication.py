@@ -18,9 +18,10 @@ from __future__ import annotations
 import itertools
 import math
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -169,17 +170,22 @@ def _paired_boot(tables: Sequence[ResultTable], subnets: list[str], factors: lis
     return np.stack(points), np.stack(boots)
 
 
-def classify(per_rep: pd.DataFrame, method: str) -> pd.DataFrame:
+def classify(per_rep: pd.DataFrame, method: str, replicates: Mapping[str, int] | None = None) -> pd.DataFrame:
     """One row per (technique, factor, metric): the replicates' r, their signs and significance, and
-    ``status``: "finding" (significant, same sign in every replicate), "not replicated", or "K=1"."""
+    ``status``: "finding" (significant, same sign in every replicate), "not replicated", or "K=1".
+    ``replicates`` (technique -> K trained): a relation analysable in fewer of them (a metric constant or
+    missing in the others) is not replicated, rather than a K=1 study."""
     rows = []
     sub = per_rep[per_rep["method"] == method]
     for (tech, f, m), g in sub.groupby(["technique", "factor", "metric"], sort=False):
         g = g.sort_values("replicate")
         k = len(g)
+        total = (replicates or {}).get(tech, k)
         signs = np.sign(g["r"].to_numpy())
         sig = g["significant"].to_numpy(bool)
-        if k < 2:
+        if k < total:
+            status = f"not replicated (analysable in {k} of {total} replicates)"
+        elif k < 2:
             status = "cannot replicate (K=1)"
         elif sig.all() and (signs == signs[0]).all() and signs[0] != 0:
             status = "finding"
@@ -251,17 +257,23 @@ def ranking_agreement(tables: dict[RunLabel, ResultTable], o: ReplicationOptions
         n = len(subnets)
         if n < 3:
             continue
-        idx = stats.bootstrap_indices(n, o.n_boot, stats.resample_rng(o.seed, ("rank|" + "|".join(subnets)).encode()))
         for m in metrics:
             vals = [t.frame.loc[subnets, m].to_numpy(np.float64) for t in ts]
-            pairs = list(itertools.combinations(range(len(ts)), 2))
-            tau = float(np.nanmean([kendall_tau(vals[i], vals[j]) for i, j in pairs]))
-            lo = hi = np.nan
-            if o.n_boot:
-                boot = np.nanmean(np.stack([_boot_tau(vals[i], vals[j], idx) for i, j in pairs]), axis=0)
-                ci = stats.percentile_interval(boot[:, None])
-                lo, hi = float(ci.low[0]), float(ci.high[0])
-            rows.append({"technique": tech, "metric": m, "k": len(ts), "n_subnets": n, "tau": tau,
+            # a suite scored on a subset of the subnets (study --suite-archs): the subnets every replicate measured
+            ok = np.logical_and.reduce([~np.isnan(v) for v in vals])
+            names = [s for s, keep in zip(subnets, ok) if keep]
+            vals = [v[ok] for v in vals]
+            tau = lo = hi = np.nan
+            if len(names) >= 3:
+                pairs = list(itertools.combinations(range(len(ts)), 2))
+                tau = float(np.nanmean([kendall_tau(vals[i], vals[j]) for i, j in pairs]))
+                if o.n_boot:
+                    idx = stats.bootstrap_indices(len(names), o.n_boot,
+                                                  stats.resample_rng(o.seed, ("rank|" + "|".join(names)).encode()))
+                    boot = np.nanmean(np.stack([_boot_tau(vals[i], vals[j], idx) for i, j in pairs]), axis=0)
+                    ci = stats.percentile_interval(boot[:, None])
+                    lo, hi = float(ci.low[0]), float(ci.high[0])
+            rows.append({"technique": tech, "metric": m, "k": len(ts), "n_subnets": len(names), "tau": tau,
                          "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(rows)
 
@@ -341,7 +353,7 @@ def replication_report(source: Source, runs: Sequence[RunLabel] | str | Path, ou
         tables = _tables(store, labels, o)
         method = o.methods[0]
         per_rep = per_replicate(tables, o)
-        cls = classify(per_rep, method)
+        cls = classify(per_rep, method, Counter(r.technique for r in tables))
         pool = pooled(tables, o, method)
         merged = cls.merge(pool.drop(columns=["k"]), on=["technique", "factor", "metric", "method"], how="left") \
             if not pool.empty else cls
