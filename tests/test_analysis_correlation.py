@@ -169,3 +169,23 @@ def test_partial_correlation_given_capacity_on_the_planted_store(table):
     assert "adversarial/clean/accuracy" not in set(clean["metric"])
     with pytest.raises(NasRobustError, match="unknown column"):
         partial_correlations(table, ["capacity"])
+
+
+def test_spearman_p_is_exact_for_few_points():
+    """rho = -1 on 4 points is p = 2/24 by permutation, not the t approximation's 0 ("significant")."""
+    from nasrobust.analysis import stats
+
+    x = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 2.0], [4.0, 5.0]])
+    y = np.array([[4.0, 7.0], [3.0, 7.0], [2.0, 7.0], [1.0, 7.0]])  # second metric constant
+    r = stats.corr_matrix(x, y, "spearman")
+    p = stats.p_values(x, y, r, "spearman")
+    assert r[0, 0] == pytest.approx(-1.0) and p[0, 0] == pytest.approx(2 / 24)
+    assert np.isnan(p[:, 1]).all()
+    # with ties the null is the permutation distribution of the tied ranks; brute force agrees
+    perms = [sps.spearmanr(x[:, 1], y[list(q), 0])[0] for q in __import__("itertools").permutations(range(4))]
+    assert p[1, 0] == pytest.approx(np.mean(np.abs(perms) >= abs(r[1, 0]) - 1e-12))
+    # past the exact range the t approximation (scipy's spearmanr) is used
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=(12, 1)), rng.normal(size=(12, 1))
+    rb = stats.corr_matrix(*big, "spearman")
+    assert stats.p_values(*big, rb, "spearman")[0, 0] == pytest.approx(sps.spearmanr(big[0][:, 0], big[1][:, 0])[1])

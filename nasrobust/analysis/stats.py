@@ -23,6 +23,7 @@ functions.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
 import zlib
@@ -196,15 +197,39 @@ def t_test_p(r: np.ndarray, n: int, k: int = 0) -> np.ndarray:
     return p
 
 
+#: Up to this many points a Spearman p is exact (every permutation, 40,320 at 8): the t approximation gives
+#: p = 0 for |rho| = 1 however few the points (a suite scored on 4 subnets read "significant" at rho -1).
+EXACT_SPEARMAN_MAX_N = 8
+
+
+def exact_spearman_p(x: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Two-sided exact permutation p of Spearman's rho for every column pair (small ``n``; ties kept)."""
+    n = x.shape[0]
+    perms = np.array(list(itertools.permutations(range(n))))  # (P, n)
+    rx = _standardise(_rank(np.asarray(x, dtype=np.float64)), 0)  # (n, F)
+    ry = _standardise(_rank(np.asarray(y, dtype=np.float64)), 0)  # (n, M)
+    p = np.full(r.shape, np.nan)
+    for m in range(ry.shape[1]):
+        if np.isnan(ry[0, m]):
+            continue
+        null = ry[perms, m] @ rx  # (P, F): rho of every permutation of this metric with every factor
+        p[:, m] = np.mean(np.abs(null) >= np.abs(r[:, m]) - 1e-12, axis=0)
+    p[np.isnan(r)] = np.nan
+    return p
+
+
 def p_values(x: np.ndarray, y: np.ndarray, r: np.ndarray, method: str) -> np.ndarray:
     """Two-sided p-values of ``r = corr_matrix(x, y, method)``, as scipy computes them.
 
     Pearson: :func:`scipy.stats.pearsonr` (exact under normality, same as the t test);
-    Spearman: the t approximation of :func:`scipy.stats.spearmanr`; Kendall: scipy's
+    Spearman: the t approximation of :func:`scipy.stats.spearmanr`, exact by permutation up to
+    :data:`EXACT_SPEARMAN_MAX_N` points; Kendall: scipy's
     ``kendalltau`` per pair (exact null distribution for small samples without ties,
     normal approximation with the tie-corrected variance otherwise).
     """
     n = x.shape[0]
+    if method == "spearman" and n <= EXACT_SPEARMAN_MAX_N:
+        return exact_spearman_p(x, y, r)
     if method in ("pearson", "spearman"):
         return t_test_p(r, n)
     p = np.full(r.shape, np.nan)
