@@ -620,6 +620,27 @@ class DartsSpace(SearchSpace):
                     vec[c, offset + j, OP_INDEX[op]] = 1.0
         return vec.ravel()
 
+    def path_vector(self, arch: Arch) -> np.ndarray:
+        """BANANAS' path encoding (White et al. 2021) of both cells: per cell and cell input, one 0/1
+        feature per op sequence of length 1-4 over the 7 non-``none`` ops (7 + 49 + 343 + 2401 = 2800),
+        set when a path from that input to an intermediate node (each feeds the cell output) carries
+        that sequence; a ``none`` edge is no path. 2 cells x 2 inputs x 2800 = 11,200 values."""
+        self._check_space(arch)
+        ops = [op for op in OP_NAMES if op != NONE]
+        offsets = [sum(len(ops) ** n for n in range(1, length)) for length in range(STEPS + 2)]
+        vec = np.zeros(2 * INPUTS * offsets[STEPS + 1], dtype=np.float64)
+        for c, cell in enumerate(arch.genome.cells().values()):
+            # reach[s]: (cell input, op sequence) of every path from a cell input to state s
+            reach: list[list[tuple[int, tuple[int, ...]]]] = [[(k, ())] for k in range(INPUTS)] + [[] for _ in cell]
+            for i, node in enumerate(cell):
+                for op, j in node:
+                    if op != NONE:
+                        reach[INPUTS + i] += [(k, seq + (ops.index(op),)) for k, seq in reach[j]]
+            for k, seq in (path for state in reach[INPUTS:] for path in state):
+                index = (c * INPUTS + k) * offsets[STEPS + 1] + offsets[len(seq)]
+                vec[index + sum(o * len(ops) ** pos for pos, o in enumerate(seq))] = 1.0
+        return vec
+
     def neighbors(self, arch: Arch) -> list[Arch]:
         """Change one edge's op (to one of :attr:`move_ops`) or its input, canonicalised, de-duplicated."""
         self._check_space(arch)

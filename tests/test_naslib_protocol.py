@@ -154,8 +154,13 @@ def test_attributes_npenas_bananas_and_trainer_read():
         g.encode(encoding_type="gcn")
     d = NASLibArch(get_space("darts"), linear(), seed=0)
     d.sample_random_architecture()
-    with pytest.raises(NasRobustError, match="cannot produce encoding 'path' on space 'darts'; supported: adjacency_one_hot"):
-        d.encode(encoding_type=_Encoding.PATH)
+    np.testing.assert_array_equal(d.encode(encoding_type=_Encoding.PATH), get_space("darts").path_vector(d.arch))
+    with pytest.raises(NasRobustError, match="cannot produce encoding 'gcn' on space 'darts'; supported: adjacency_one_hot, path"):
+        d.encode(encoding_type="gcn")
+    z = NASLibArch(get_space("zoo"), linear(), seed=0)
+    z.sample_random_architecture()
+    with pytest.raises(NasRobustError, match="cannot produce encoding 'path' on space 'zoo'; supported: adjacency_one_hot"):
+        z.encode(encoding_type=_Encoding.PATH)
 
 
 def test_nb201_path_encoding():
@@ -170,6 +175,30 @@ def test_nb201_path_encoding():
     a = SPACE.arch(("skip_connect", "nor_conv_1x1", "avg_pool_3x3", "nor_conv_3x3", "nor_conv_3x3", "nor_conv_1x1"))
     b = SPACE.arch(("nor_conv_1x1", "skip_connect", "avg_pool_3x3", "nor_conv_3x3", "nor_conv_1x1", "nor_conv_3x3"))
     assert a != b and not np.array_equal(SPACE.path_vector(a), SPACE.path_vector(b))
+
+
+def test_darts_path_encoding():
+    """BANANAS' path encoding on darts: per cell and cell input, one feature per op sequence (length 1-4)
+    on a path to an intermediate node; 'none' cuts a path; the two cells and two inputs are apart."""
+    from nasrobust.spaces.darts import DartsGenome
+
+    darts = get_space("darts")
+    ops = ["max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
+    # a chain: node i reads node i-1 (or input 1) through sep_conv_3x3 and input 0 through max_pool
+    chain = tuple((("max_pool_3x3", 0), ("sep_conv_3x3", i + 1)) for i in range(4))
+    v = darts.path_vector(darts.arch(DartsGenome(chain, chain)))
+    assert v.shape == (2 * 2 * (7 + 49 + 343 + 2401),)
+    # per cell: from input 0, max | max-sep | max-sep-sep | max-sep-sep-sep (4 features); from input 1,
+    # sep | sep-sep | sep-sep-sep | sep-sep-sep-sep (4): 8 per cell, 16 in all
+    assert v.sum() == 16
+    sep, mx = ops.index("sep_conv_3x3"), ops.index("max_pool_3x3")
+    assert v[2800 + 7 + 49 + 343 + sep * (1 + 7 + 49 + 343)]  # input 1 of the normal cell: sep x 4
+    assert v[mx] and v[5600 + mx] and not v[2800 + mx]  # max from input 0 of both cells, never from input 1
+    cut = tuple((("max_pool_3x3", 0), ("none" if i == 1 else "sep_conv_3x3", i + 1)) for i in range(4))
+    w = darts.path_vector(darts.arch(DartsGenome(cut, chain)))
+    assert w.sum() < v.sum() and np.all(w[5600:] == v[5600:])  # a 'none' edge cuts the normal cell's chain
+    a, b = darts.sample(2, seed=0)
+    assert not np.array_equal(darts.path_vector(a), darts.path_vector(b))
 
 
 def test_query_is_oriented_for_lower_is_better_metrics():

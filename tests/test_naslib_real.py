@@ -94,21 +94,30 @@ def test_real_naslib_trainer_runs_regularized_evolution(naslib, tmp_path):
 
 
 
-def test_real_bananas_with_its_path_encoding_predictor(naslib, monkeypatch):
+@pytest.mark.parametrize("space_name", ["nb201", "darts"])
+def test_real_bananas_with_its_path_encoding_predictor(naslib, monkeypatch, space_name):
     """NASLib's BANANAS with its own predictor (``predictor_type`` bananas: an MLP on the path
-    encoding) runs through NASLibArch: every architecture it fits or ranks is path-encoded."""
+    encoding) runs through NASLibArch on nb201 and darts: every architecture it fits or ranks is
+    path-encoded, with the space's ``path_vector`` (84 values on nb201, 11,200 on darts)."""
+    space = get_space(space_name)
     seen: list[str] = []
+    sizes: set[int] = set()
     encode = NASLibArch.encode
 
     def spy(self, encoding_type=None):
         seen.append(str(getattr(encoding_type, "value", encoding_type)))
-        return encode(self, encoding_type)
+        out = encode(self, encoding_type)
+        sizes.add(len(out))
+        return out
 
     monkeypatch.setattr(NASLibArch, "encode", spy)
     config = _config(20)
     config.search.predictor_type = "bananas"
     np.random.seed(0)
-    metric = FunctionMetric(lambda a: float(SPACE.to_vector(a) @ W), "linear", cache=False)
-    best = run_naslib_optimizer(naslib["bananas"].Bananas(config), SPACE, metric, 20, seed=0)
-    assert metric.calls == 20 and best.query() <= OPT + 1e-9  # one query per epoch
+    w = np.random.default_rng(1).normal(size=len(space.to_vector(space.sample(1, seed=0)[0])))
+    metric = FunctionMetric(lambda a: float(space.to_vector(a) @ w), "linear", cache=False)
+    best = run_naslib_optimizer(naslib["bananas"].Bananas(config), space, metric, 20, seed=0)
+    assert metric.calls == 20  # one query per epoch
+    assert space_name != "nb201" or best.query() <= OPT + 1e-9  # w is W on nb201
     assert seen and set(seen) == {"path"}
+    assert sizes == {len(space.path_vector(best.arch))} == {84 if space_name == "nb201" else 11200}
