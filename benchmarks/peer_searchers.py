@@ -25,8 +25,18 @@ enumeration on nb201). CPU seconds (``time.process_time``, robust to other proce
 Diagnostics: NASLib's NPENAS candidate pool (how far its candidates are from their parents) and its
 MLP predictor's Kendall tau on held-out architectures.
 
+BANANAS in this config (one MLP, ``its``) ranks candidates exactly as NPENAS does (:func:`bananas_identity`
+says why); ``--check-bananas N`` checks that on seeds 0..N-1 instead of paying for both at every budget.
+
     OMP_NUM_THREADS=1 python benchmarks/peer_searchers.py [--md benchmarks/peer_searchers.md] [--force]
     OMP_NUM_THREADS=1 python benchmarks/peer_searchers.py --tiny --json a.json   # seconds; deterministic
+    # only some rows, resumable (--runs keeps each finished run), merged over the committed table's data:
+    OMP_NUM_THREADS=1 python benchmarks/peer_searchers.py --searchers naslib-npenas --no-diagnostics \
+        --runs /tmp/runs.json --merge benchmarks/peer_searchers.json --json benchmarks/peer_searchers.json \
+        --md benchmarks/peer_searchers.md --force
+
+``benchmarks/peer_searchers.json`` holds the values behind the committed table (``results``; CPU means under
+``cpu``; ``provenance``: the command that produced each row).
 """
 
 from __future__ import annotations
@@ -91,13 +101,12 @@ def objectives(names: list[str]) -> list[Objective]:
             out.append(Objective("nb201 linear", nb201, m, None, every))
         elif name == "params":
             out.append(Objective("nb201 params", nb201, parse_metric("max:cost:params", space=nb201), None, every))
-        elif name == "darts-params":
+        elif name == "darts-params":  # NPENAS/BANANAS' MLP reads darts' 224-value one-hot (adjacency_one_hot)
             darts = get_space("darts")
-            out.append(Objective("darts params", darts, parse_metric("max:cost:params", space=darts), None,
-                                 tuple(s for s in every if s not in PREDICTOR)))
+            out.append(Objective("darts params", darts, parse_metric("max:cost:params", space=darts), None, every))
         elif name == "snip":
             m = parse_metric("proxy:snip?channels=4&cells_per_stage=1&batch=16", space=nb201)
-            out.append(Objective("nb201 snip", nb201, m, None, tuple(s for s in every if s not in PREDICTOR)))
+            out.append(Objective("nb201 snip", nb201, m, None, every))
         else:
             raise SystemExit(f"error: unknown objective {name!r}; valid: linear, params, darts-params, snip")
     for o in out:
@@ -146,17 +155,85 @@ def best_at(run: Run, budget: int) -> float:
     return max(run.scores[:budget])
 
 
+class RunCache:
+    """Finished runs on disk, keyed by (objective, searcher, seed, budget), written after each run.
+
+    A run is a deterministic function of its key (every searcher is seeded at its start), so a cached
+    run is the run; this lets a long study be split over several invocations and resumed after a stop.
+    """
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+        self.runs: dict[str, dict[str, Any]] = json.loads(self.path.read_text()) if self.path and self.path.exists() else {}
+
+    @staticmethod
+    def key(obj: Objective, name: str, seed: int, budget: int) -> str:
+        return f"{obj.name}|{name}|{seed}|{budget}"
+
+    def get(self, key: str) -> Run | None:
+        r = self.runs.get(key)
+        return None if r is None else Run(r["scores"], r["calls"], r["cpu"], r["stopped"])
+
+    def put(self, key: str, run: Run) -> None:
+        self.runs[key] = {"scores": run.scores, "calls": run.calls, "cpu": run.cpu, "stopped": run.stopped}
+        if self.path:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.runs, sort_keys=True) + "\n")
+            tmp.replace(self.path)
+
+
 # ----------------------------------------------------------------------------- the study
-def study(objs: list[Objective], seeds: int, budgets: list[int], predictor_seeds: int, predictor_budget: int,
-          mods: dict, log: Callable[[str], None]) -> dict[str, Any]:
+def get_run(mods: dict, cache: RunCache, log: Callable[[str], None], name: str, obj: Objective, seed: int,
+            top: int) -> Run:
+    """The run from ``cache``, or run now and record it."""
+    key = RunCache.key(obj, name, seed, top)
+    run = cache.get(key)
+    if run is None:
+        run = run_naslib(mods, name, obj, seed, top) if name.startswith("naslib-") else run_nasrobust(name, obj, seed, top)
+        cache.put(key, run)
+        log(f"  {key}: best {max(run.scores):.6g}, {run.calls} calls, {run.cpu:.1f} CPU-s")
+    return run
+
+
+def bananas_identity(objs: list[Objective], seeds: int, budget: int, top: int, mods: dict, cache: RunCache,
+                     log: Callable[[str], None]) -> dict[str, Any]:
+    """Does BANANAS (tests' config: one MLP, ``its``) evaluate exactly NPENAS' architectures, in order?
+
+    With one model the ``its`` acquisition's spread is 0, so it returns the MLP's prediction, as
+    NPENAS' exploit-only one does; the mutations draw from the adapter's generator and the MLP from
+    torch's, so the extra ``np.random.normal`` draws change nothing. Checked here on the first
+    ``budget`` distinct evaluations of seeds 0..seeds-1 against NPENAS' budget-``top`` runs.
+    """
     out: dict[str, Any] = {}
+    for obj in objs if seeds > 0 else []:
+        same = []
+        for s in range(seeds):
+            npenas = get_run(mods, cache, log, "naslib-npenas", obj, s, top)
+            bananas = get_run(mods, cache, log, "naslib-bananas", obj, s, budget)
+            same.append(bananas.scores == npenas.scores[:len(bananas.scores)])
+        out[obj.name] = {"seeds": seeds, "budget": budget, "identical": all(same)}
+        log(f"{obj.name}: bananas == npenas on the first {budget} of seeds 0-{seeds - 1}: {all(same)}")
+    return out
+
+
+def study(objs: list[Objective], seeds: int, budgets: list[int], predictor_seeds: int, predictor_budget: int,
+          mods: dict, log: Callable[[str], None], only: tuple[str, ...] | None = None,
+          cache: RunCache | None = None) -> dict[str, Any]:
+    """Rows per objective; ``only`` restricts the searchers, ``cache`` reuses and records finished runs."""
+    out: dict[str, Any] = {}
+    cache = cache or RunCache(None)
+
+    def one(name: str, obj: Objective, seed: int, top: int) -> Run:
+        return get_run(mods, cache, log, name, obj, seed, top)
+
     for obj in objs:
         rows: dict[str, Any] = {}
         for name in obj.searchers:
+            if only is not None and name not in only:
+                continue
             predictor = name in PREDICTOR
             n_seeds, top = (predictor_seeds, predictor_budget) if predictor else (seeds, budgets[-1])
-            runs = [run_naslib(mods, name, obj, s, top) if name.startswith("naslib-") else
-                    run_nasrobust(name, obj, s, top) for s in range(n_seeds)]
+            runs = [one(name, obj, s, top) for s in range(n_seeds)]
             rows[name] = {
                 "best": {b: [best_at(r, b) for r in runs] for b in budgets if b <= top},
                 "distinct": [len(r.scores) for r in runs], "calls": [r.calls for r in runs],
@@ -192,7 +269,7 @@ def diagnostics(mods: dict, seeds: int, n_test: int, hit_seeds: int, log: Callab
     w = np.random.default_rng(1).normal(size=30)
     linear = FunctionMetric(lambda a: float(space.to_vector(a) @ w), "linear")
     params = parse_metric("max:cost:params", space=space)
-    out: dict[str, Any] = {"distance": {}, "tau": {}, "hits": {}}
+    out: dict[str, Any] = {"distance": {}, "tau": {}, "hits": {}, "seeds": seeds, "n_test": n_test}
     # 1. NPENAS's own candidate generation, called on its state after 30 evaluations: is the i-th
     #    candidate made from a parent one mutation away from that parent (``max_mutations`` is 1), and
     #    one mutation away from the (i-1)-th candidate?
@@ -251,19 +328,37 @@ def fmt(v: float) -> str:
     return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3f}"
 
 
-def markdown(res: dict[str, Any], diag: dict[str, Any] | None, args: argparse.Namespace, wall: float,
-             load: tuple[str, str]) -> list[str]:
-    budgets = args.budgets
-    lines = [
-        "# Peer searchers: NASLib and NNI through nasrobust's adapters vs nasrobust's searchers",
-        "",
-        f"Produced by `OMP_NUM_THREADS=1 python benchmarks/peer_searchers.py {' '.join(args.argv)}` on the shared",
-        f"2-core CPU, one thread, in {wall / 60:.1f} min. Load (`uptime`) before: {load[0]}; after: {load[1]}.",
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old``'s JSON document with ``new``'s rows, CPU means and diagnostics put over it (row order kept)."""
+    out = json.loads(json.dumps(old))
+    for key in ("results", "cpu"):
+        for obj_name, o in new[key].items():
+            into = out.setdefault(key, {}).setdefault(obj_name, {})
+            if key == "results":
+                into.update({k: v for k, v in o.items() if k != "rows"})
+                into.setdefault("rows", {}).update(o["rows"])
+            else:
+                into.update(o)
+    out["diagnostics"] = new["diagnostics"] or old.get("diagnostics")
+    out["bananas_identity"] = {**old.get("bananas_identity", {}), **new.get("bananas_identity", {})}
+    out["provenance"] = old.get("provenance", []) + new["provenance"]
+    return out
+
+
+def markdown(doc: dict[str, Any]) -> list[str]:
+    """The report of a JSON document (``results``, ``cpu``, ``diagnostics``, ``provenance``)."""
+    res, diag, cpu = doc["results"], doc["diagnostics"], doc["cpu"]
+    budgets = sorted({int(b) for o in res.values() for r in o["rows"].values() for b in r["best"]})
+    lines = ["# Peer searchers: NASLib and NNI through nasrobust's adapters vs nasrobust's searchers", ""]
+    for run in doc["provenance"]:
+        lines += [f"Produced by `OMP_NUM_THREADS=1 python benchmarks/peer_searchers.py {' '.join(run['argv'])}` on the shared",
+                  f"2-core CPU, one thread, in {run['wall_min']:.1f} min; load (`uptime`) before: {run['load'][0]}; after: "
+                  f"{run['load'][1]}. Rows: {run['rows']}.", ""]
+    lines += [
         "CPU times are `time.process_time` per run, so other processes' load inflates them little; compare",
-        "them within this file only. Objectives, budget unit and statistics: the script's docstring.",
-        f"{args.seeds} seeds (0-{args.seeds - 1}) per searcher; NASLib's NPENAS and BANANAS {args.predictor_seeds} seeds "
-        f"to budget {args.predictor_budget}, on nb201 linear and params only (their MLP is refitted every 5",
-        "evaluations: ~80 CPU-s per run of 100). NASLib config = the tests' (`tests/naslib_harness.py: search_config`): RE population",
+        "them within this file only. Objectives, budget unit and statistics: the script's docstring. Seeds",
+        "0..n-1, n = the number of seeds in a row's `hits` (7 per searcher; 5 for NASLib's NPENAS and BANANAS,",
+        "whose MLP is refitted every 5 evaluations). NASLib config = the tests' (`tests/naslib_harness.py: search_config`): RE population",
         "20 / sample 10; LS 10 initial; NPENAS/BANANAS 10 initial, k 5, 1 MLP (adjacency one-hot), 20 candidates",
         "from the best 2, BANANAS' `its` acquisition. nasrobust/NNI evolution: population 20 / sample 5.",
         "",
@@ -271,45 +366,55 @@ def markdown(res: dict[str, Any], diag: dict[str, Any] | None, args: argparse.Na
         "`random` at that budget (small = better than random search); `hits`: seeds that found the optimum.",
         "",
     ]
-    for obj_name, o in res.items():
-        rows = o["rows"]
+    order = ["nb201 linear", "nb201 params", "darts params", "nb201 snip"]  # JSON keys come back sorted
+    for obj_name in sorted(res, key=lambda k: (order.index(k) if k in order else len(order), k)):
+        o = res[obj_name]
+        rows = {n: o["rows"][n] for n in NATIVE + NNI + NASLIB if n in o["rows"]}
         opt = o["optimum"]
         lines += [f"## {obj_name}: `{o['metric']}`" + (f" (optimum {fmt(opt)})" if opt is not None else ""), ""]
         head = "| searcher | " + " | ".join(f"B={b}" for b in budgets) + " | distinct / calls at max B | CPU s/run | stopped |"
         lines += [head, "|---|" + "---|" * (len(budgets) + 3)]
-        base = rows[BASELINE]["best"]
+        base = {int(b): v for b, v in rows[BASELINE]["best"].items()}
         for name, r in rows.items():
             cells = []
+            best = {int(b): v for b, v in r["best"].items()}
             for b in budgets:
-                if b not in r["best"]:
+                if b not in best:
                     cells.append("-")
                     continue
-                v = r["best"][b]
+                v = best[b]
                 cell = f"{fmt(np.mean(v))} ± {fmt(np.std(v, ddof=1))}"
                 if opt is not None:
                     cell += f", hits {sum(x >= opt - 1e-9 for x in v)}/{len(v)}"
-                if name != BASELINE:
+                if name != BASELINE and b in base:
                     cell += f", p={p_greater(v, base[b]):.3g}"
                 cells.append(cell)
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {np.mean(r['distinct']):.0f} / {np.mean(r['calls']):.0f} "
-                         f"| {np.mean(r['cpu']):.2f} | {', '.join(r['stopped'])} |")
+                         f"| {cpu[obj_name][name]:.2f} | {', '.join(r['stopped'])} |")
+        same = doc.get("bananas_identity", {}).get(obj_name)
+        if same:
+            lines.append(f"\nnaslib-bananas vs naslib-npenas, first {same['budget']} distinct evaluations of seeds "
+                         f"0-{same['seeds'] - 1}: {'identical, architecture for architecture' if same['identical'] else 'DIFFERENT'}"
+                         " (`bananas_identity` in the script).")
         lines.append("")
     if diag:
+        diag = {**diag, "distance": dict(sorted(diag["distance"].items(), key=lambda kv: int(kv[0]))),
+                "tau": dict(sorted(diag["tau"].items(), key=lambda kv: (kv[0].split()[0], int(kv[0].split("=")[1]))))}
         lines += ["## Diagnostics: NASLib's NPENAS/BANANAS on nb201", "",
                   "NPENAS's own `_get_new_candidates` (BANANAS' is the same code), called on its state after 30",
                   "evaluations of `linear`: share of the i-th candidate made from a parent that is one mutation",
                   "(`space.neighbors`) from that parent -- `max_mutations` is 1, so all should be -- and from the",
-                  f"(i-1)-th candidate ({args.diag_seeds} seeds x 2 parents):", "",
+                  f"(i-1)-th candidate ({diag['seeds']} seeds x 2 parents):", "",
                   "| i | " + " | ".join(diag["distance"]) + " |", "|---|" + "---|" * len(diag["distance"]),
                   "| next to its parent | " + " | ".join(f"{p:.2f}" for p, _ in diag["distance"].values()) + " |",
                   "| next to candidate i-1 | " + " | ".join("-" if q is None else f"{q:.2f}"
                                                          for _, q in diag["distance"].values()) + " |", "",
                   f"NASLib's MLP predictor (`predictor_type` mlp, the one fitted above) trained on n random nb201",
-                  f"architectures: Kendall tau of its predictions on {args.n_test} held-out random ones ({args.diag_seeds} seeds):", "",
+                  f"architectures: Kendall tau of its predictions on {diag['n_test']} held-out random ones ({diag['seeds']} seeds):", "",
                   "| objective, n | tau |", "|---|---|"]
         lines += [f"| {k} | {m:.3f} ± {s:.3f} |" for k, (m, s) in diag["tau"].items()]
         lines += ["", "## Diagnostics: NNI's evolution vs nasrobust's (population 20, sample 5 both)", "",
-                  "nb201 `max:cost:params`, budget 100, seeds 0-" + str(args.hit_seeds - 1) + ":", "",
+                  "nb201 `max:cost:params`, budget 100, seeds 0-" + str(diag["hits"]["evolution"][1] - 1) + ":", "",
                   "| searcher | optimum reached | mean best |", "|---|---|---|"]
         lines += [f"| {k} | {h}/{n} | {fmt(m)} |" for k, (h, n, m) in diag["hits"].items()]
         lines.append("")
@@ -322,18 +427,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=7)
     ap.add_argument("--budgets", type=lambda s: sorted(int(b) for b in s.split(",")), default=[50, 100, 200])
     ap.add_argument("--predictor-seeds", type=int, default=5)
-    ap.add_argument("--predictor-budget", type=int, default=100)
+    ap.add_argument("--predictor-budget", type=int, default=200)
     ap.add_argument("--objectives", default="linear,params,darts-params,snip")
+    ap.add_argument("--searchers", help="comma list: run only these rows (e.g. naslib-npenas,naslib-bananas)")
+    ap.add_argument("--merge", help="a previous --json: keep its rows, put the rows run now over them")
+    ap.add_argument("--runs", help="JSON file of finished runs: reused, and each new run is added as it ends (resumable)")
+    ap.add_argument("--check-bananas", type=int, default=0, metavar="SEEDS",
+                    help="check BANANAS == NPENAS (one MLP) on seeds 0..SEEDS-1 for --check-budget evaluations")
+    ap.add_argument("--check-budget", type=int, default=50)
     ap.add_argument("--n-test", type=int, default=200, help="held-out architectures for the predictor's tau")
     ap.add_argument("--diag-seeds", type=int, default=3, help="seeds of the NPENAS diagnostics")
     ap.add_argument("--hit-seeds", type=int, default=20, help="seeds of the evolution vs nni-evolution hit count")
     ap.add_argument("--no-diagnostics", action="store_true")
     ap.add_argument("--tiny", action="store_true", help="2 seeds, budgets 8,16, linear only: a determinism check")
     ap.add_argument("--md", help="write the Markdown report here (refuses to overwrite without --force)")
-    ap.add_argument("--json", help="write the measured values (CPU times excluded) here")
+    ap.add_argument("--json", help="write the measured values (CPU means apart, under 'cpu') here")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
-    args.argv = argv
     if args.tiny:
         args.seeds, args.budgets, args.predictor_seeds, args.predictor_budget = 2, [8, 16], 2, 16
         args.objectives, args.no_diagnostics = "linear", True
@@ -341,8 +451,16 @@ def main(argv: list[str] | None = None) -> None:
         if path and Path(path).exists() and not args.force:
             print(f"error: {path} exists; pass --force to overwrite it", file=sys.stderr)
             raise SystemExit(2)
+    if args.merge and not Path(args.merge).is_file():
+        print(f"error: --merge {args.merge}: no such file (pass a JSON written by --json)", file=sys.stderr)
+        raise SystemExit(2)
     if min(args.budgets) < 1 or min(args.seeds, args.predictor_seeds, args.diag_seeds) < 2:
         print("error: budgets must be >= 1 and seeds >= 2 (--budgets 50,100 --seeds 7)", file=sys.stderr)
+        raise SystemExit(2)
+    only = tuple(args.searchers.split(",")) if args.searchers else None
+    if only and set(only) - set(NATIVE + NNI + NASLIB):
+        print(f"error: unknown searcher(s) {sorted(set(only) - set(NATIVE + NNI + NASLIB))}; valid: "
+              f"{', '.join(NATIVE + NNI + NASLIB)}", file=sys.stderr)
         raise SystemExit(2)
     import naslib_harness
 
@@ -358,16 +476,25 @@ def main(argv: list[str] | None = None) -> None:
     load = [subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip().split("load average: ")[-1]]
     t0 = time.perf_counter()
     with naslib_harness.naslib_modules() as mods:
-        res = study(objectives(args.objectives.split(",")), args.seeds, args.budgets, args.predictor_seeds,
-                    args.predictor_budget, mods, log)
+        objs, cache = objectives(args.objectives.split(",")), RunCache(args.runs)
+        res = study(objs, args.seeds, args.budgets, args.predictor_seeds, args.predictor_budget, mods, log, only=only,
+                    cache=cache)
+        same = bananas_identity(objs, args.check_bananas, args.check_budget, args.predictor_budget, mods, cache, log)
         diag = None if args.no_diagnostics else diagnostics(mods, args.diag_seeds, args.n_test, args.hit_seeds, log)
     wall = time.perf_counter() - t0
     load.append(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip().split("load average: ")[-1])
+    doc = {"results": {k: {**o, "rows": {n: {f: v for f, v in r.items() if f != "cpu"} for n, r in o["rows"].items()}}
+                       for k, o in res.items()},
+           "cpu": {k: {n: float(np.mean(r["cpu"])) for n, r in o["rows"].items()} for k, o in res.items()},
+           "diagnostics": diag, "bananas_identity": same,
+           "provenance": [{"argv": argv, "wall_min": wall / 60, "load": load,
+                           "rows": ", ".join(only) if only else "all"}]}
+    doc = json.loads(json.dumps(doc))  # budgets become string keys, as when read back
+    if args.merge:
+        doc = merge(json.loads(Path(args.merge).read_text()), doc)
     if args.json:
-        strip = {k: {**o, "rows": {n: {f: v for f, v in r.items() if f != "cpu"} for n, r in o["rows"].items()}}
-                 for k, o in res.items()}
-        Path(args.json).write_text(json.dumps({"results": strip, "diagnostics": diag}, indent=1, sort_keys=True) + "\n")
-    emit(markdown(res, diag, args, wall, (load[0], load[1])), args.md)
+        Path(args.json).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    emit(markdown(doc), args.md)
 
 
 if __name__ == "__main__":

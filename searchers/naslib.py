@@ -126,7 +126,7 @@ class NASLibArch:
     @property
     def encodings(self) -> tuple[str, ...]:
         """What :meth:`encode` produces on this space: ``adjacency_one_hot``, and ``path`` (BANANAS'
-        path encoding) where the space declares ``path_vector`` (nb201)."""
+        path encoding) where the space declares ``path_vector`` (nb201, darts)."""
         return self.ENCODINGS + (("path",) if callable(getattr(self.space, "path_vector", None)) else ())
 
     def encode(self, encoding_type: Any = None) -> np.ndarray:
