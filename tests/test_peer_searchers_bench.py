@@ -49,3 +49,45 @@ def test_study_is_deterministic_and_budgets_are_prefixes():
         assert first[n][1] == [12, 12] and short[n][1] == [6, 6]
         assert max(first[n][0][12]) <= bench.objectives(["linear"])[0].optimum + 1e-9
     assert not np.allclose(first["random"][0][12], first["local"][0][12])  # the searchers differ
+
+
+@pytest.mark.skipif(not naslib_harness.available(), reason=f"NASLib source not at {naslib_harness.ROOT}")
+def test_runs_cache_resumes_and_merge_keeps_other_rows(tmp_path):
+    """A second study reads every run from --runs (running nothing); --merge puts new rows over old ones;
+    BANANAS (one MLP) evaluates exactly NPENAS' architectures."""
+    bench = _bench()
+    names = ("random", "naslib-rs", "naslib-npenas")
+    with naslib_harness.naslib_modules() as mods:
+        obj = bench.objectives(["linear"])[0]
+        first_log: list[str] = []
+        first = bench.study([obj], 2, [6, 12], 2, 12, mods, first_log.append, only=names,
+                            cache=bench.RunCache(str(tmp_path / "runs.json")))
+        same = bench.bananas_identity([obj], 2, 12, 12, mods, bench.RunCache(str(tmp_path / "runs.json")), first_log.append)
+    assert sum(m.startswith("  ") for m in first_log) == 3 * 2 + 2  # each run once, then the 2 BANANAS runs
+    assert same == {"nb201 linear": {"seeds": 2, "budget": 12, "identical": True}}
+    again_log: list[str] = []
+    again = bench.study([obj], 2, [6, 12], 2, 12, {}, again_log.append, only=names,
+                        cache=bench.RunCache(str(tmp_path / "runs.json")))  # no NASLib modules: all cached
+    assert not [m for m in again_log if m.startswith("  ")]
+    assert json_rows(again) == json_rows(first) and set(first["nb201 linear"]["rows"]) == set(names)
+
+    def doc(res, argv):
+        return {"results": json_rows(res), "cpu": {"nb201 linear": {n: 0.0 for n in res["nb201 linear"]["rows"]}},
+                "diagnostics": None, "bananas_identity": {}, "provenance": [{"argv": argv, "wall_min": 0.0,
+                                                                            "load": ["0", "0"], "rows": "x"}]}
+
+    newer = {**first["nb201 linear"], "rows": {"naslib-rs": {**first["nb201 linear"]["rows"]["naslib-rs"], "calls": [0, 0]}}}
+    merged = bench.merge(doc(first, ["a"]), doc({"nb201 linear": newer}, ["b"]))
+    rows = merged["results"]["nb201 linear"]["rows"]
+    assert set(rows) == set(names) and rows["naslib-rs"]["calls"] == [0, 0]
+    assert rows["random"] == json_rows(first)["nb201 linear"]["rows"]["random"]
+    assert [p["argv"] for p in merged["provenance"]] == [["a"], ["b"]]
+    text = "\n".join(bench.markdown(merged))
+    assert text.index("| random |") < text.index("| naslib-rs |") < text.index("| naslib-npenas |")
+
+
+def json_rows(res):
+    import json
+
+    return json.loads(json.dumps({k: {**o, "rows": {n: {f: v for f, v in r.items() if f != "cpu"}
+                                                    for n, r in o["rows"].items()}} for k, o in res.items()}))
