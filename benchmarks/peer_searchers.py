@@ -357,7 +357,7 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     lines += [
         "CPU times are `time.process_time` per run, so other processes' load inflates them little; compare",
         "them within this file only. Objectives, budget unit and statistics: the script's docstring. Seeds",
-        "0..n-1: n = 7 per searcher, 5 for NASLib's NPENAS and BANANAS (the `--predictor-seeds`),",
+        "0..n-1: n = 7 per searcher, 5 for NASLib's NPENAS and BANANAS (`--predictor-seeds`,",
         "whose MLP is refitted every 5 evaluations). NASLib config = the tests' (`tests/naslib_harness.py: search_config`): RE population",
         "20 / sample 10; LS 10 initial; NPENAS/BANANAS 10 initial, k 5, 1 MLP (adjacency one-hot), 20 candidates",
         "from the best 2, BANANAS' `its` acquisition. nasrobust/NNI evolution: population 20 / sample 5.",
