@@ -246,7 +246,7 @@ def paired_markdown(results: dict, seeds: list[int]) -> list[str]:
         for c in paired(results, seeds, key):
             lines.append(f"| {label} | {c['method']} - {c['baseline']} | "
                          + ", ".join(f"{x:+.{d}f}" for x in c["diffs"])
-                         + f" | {c['mean']:+.{d}f} ± {fmt(c['std'], d)} | {c['wins']} / {c['ties']} of "
+                         + f" | {c['mean']:+.{d}f} ± {fmt(c['std'] if len(c['diffs']) > 1 else None, d)} | {c['wins']} / {c['ties']} of "
                          f"{len(c['diffs'])} | {c['p']:.3f} |")
     return lines
 
