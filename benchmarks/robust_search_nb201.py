@@ -46,7 +46,7 @@ METHODS = ("darts", "dsrna-jacobian", "dsrna-cb")
 RS_CANDIDATES = 20
 BUILD = {"channels": 8, "cells_per_stage": 1}
 N_EVAL = 300
-CERT_IMAGES = 20
+CERT_IMAGES = 5  # crown-zono ~12 s per image on an nb201 cell (robust_search_nb201.md)
 CORRUPTION_SEVERITIES = (1, 3, 5)
 
 
@@ -255,7 +255,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench_out/robust_search_nb201")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--train-epochs", type=int, default=3)
+    p.add_argument("--train-epochs", type=int, default=10)
     p.add_argument("--cert-images", type=int, default=CERT_IMAGES,
                    help="test images of the crown-zono certified radius (the first N of the scored ones)")
     p.add_argument("--search-only", action="store_true", help="stop after the searches (re-training and scoring later)")
