@@ -6,12 +6,16 @@ architecture batches; the random baseline trains its supernet single-path on uni
 architectures for the same steps -- random search with weight sharing, Li & Talwalkar, UAI 2019 --
 and picks the best of ``RS_CANDIDATES`` uniform architectures by BN-re-calibrated validation
 accuracy on the architecture half). Each found architecture is re-trained stand-alone with one
-recipe (``train_standalone``, ``BUILD`` sizes) and scored by the Evaluator: clean accuracy, PGD-Linf
-at eps 0.1 (20 steps), and the natural suite's mCE against a fixed reference (the random-search
-architecture of seed 0; stated in the .md). Results go to ``OUT/results.json``; every finished
-search, training and evaluation is skipped on rerun (the script is resumable).
+recipe (``train_standalone``, ``BUILD`` sizes, ``--train-epochs``) and scored by the Evaluator on the
+first ``N_EVAL`` test images: clean accuracy, PGD-Linf at eps 0.1 (20 steps), the continuous metrics
+of the study's CPU protocol -- the median min-norm Linf radius (adversarial suite, ``minnorm_linf``)
+and the crown-zono certified Linf radius distribution on the first ``--cert-images`` images
+(certified suite) -- and the natural suite's mCE against a fixed reference (the random-search
+architecture of the first seed). The summary pairs DSRNA-{CB, Jacobian} with DARTS and random per
+seed (exact sign-flip p). Results go to ``OUT/results.json``; every finished search, training and
+evaluation is skipped on rerun (the script is resumable; a rerun with other scoring options fails).
 
-    python benchmarks/robust_search_nb201.py --out bench_out/robust_search --seeds 0 1 2
+    OMP_NUM_THREADS=1 python benchmarks/robust_search_nb201.py --out bench_out/robust_search --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import copy
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +46,7 @@ METHODS = ("darts", "dsrna-jacobian", "dsrna-cb")
 RS_CANDIDATES = 20
 BUILD = {"channels": 8, "cells_per_stage": 1}
 N_EVAL = 300
+CERT_IMAGES = 5  # crown-zono ~12 s per image on an nb201 cell (robust_search_nb201.md)
 CORRUPTION_SEVERITIES = (1, 3, 5)
 
 
@@ -105,59 +111,143 @@ def retrain(encoding: str, out: Path, data, epochs: int):
     from nasrobust.train.recipe import get_preset
 
     recipe = get_preset("quick").replace(epochs=epochs, seed=0)
-    folder = out / "train" / encoding.replace("|", "_").replace(":", "_").replace("~", "-")
+    folder = out / f"train_e{epochs}" / encoding.replace("|", "_").replace(":", "_").replace("~", "-")
     return train_standalone("nb201", decode(encoding), data, recipe, folder, progress=False, build_kwargs=BUILD)
 
 
-def evaluate(encoding: str, trained, out: Path, store, data, reference) -> dict:
-    """Clean, PGD-20 and natural-suite scores of a re-trained architecture (mCE against ``reference``)."""
+def suite_options(cert_images: int) -> dict[str, dict]:
+    """The scoring protocol: PGD-20 at eps 0.1 plus the CPU protocol's continuous metrics (min-norm Linf radius;
+    crown-zono certified Linf radius on the first ``cert_images`` test images) and the natural suite."""
+    from nasrobust.noise.adversarial import AdversarialSuite
+    from nasrobust.noise.certified import CertifiedSuite
+
+    adversarial = dict(AdversarialSuite.cpu_options)  # minnorm_rounds 10, its radius grid
+    adversarial.update(attacks=("pgd_linf", "minnorm_linf"), eps_linf=(0.1,), steps=20)
+    certified = dict(CertifiedSuite.cpu_options)  # crown-zono, Linf, rtol 0.25, eps 0.003, its radius grid
+    certified.update(n_examples=cert_images)
+    return {"adversarial": adversarial, "certified": certified,
+            "natural": {"severities": CORRUPTION_SEVERITIES, "fp_kinds": ()}}
+
+
+def evaluate(encoding: str, trained, out: Path, store, data, reference, cert_images: int) -> dict:
+    """Clean, PGD-20, min-norm radius, certified radius and natural-suite scores of a re-trained architecture
+    (mCE against ``reference``); the seconds each suite took."""
     from nasrobust import checkpoint
     from nasrobust.evaluator import Evaluator, make_suites
 
     arch = decode(encoding)
     model, _ = checkpoint.load_model(trained.checkpoint)
-    suites = make_suites(["adversarial", "natural"], {
-        "adversarial": {"attacks": "pgd_linf", "eps_linf": 0.1, "steps": 20},
-        "natural": {"severities": CORRUPTION_SEVERITIES, "fp_kinds": ()},
-    })
-    ev = Evaluator(store, data, suites, n_examples=N_EVAL, reference=reference, progress=False,
-                   cache_dir=out / "cache")
-    ev.evaluate(model, arch, trained.weights_id)
-    rows = {(r.key.suite, r.key.noise, r.key.metric): r.value for r in store.query(arch, weights_id=trained.weights_id)}
+    options = suite_options(cert_images)
+    seconds = {}
+    for name in ("adversarial", "certified", "natural"):  # one Evaluator per suite: each suite's time on its own
+        t0 = time.perf_counter()
+        ev = Evaluator(store, data, make_suites([name], options), n_examples=N_EVAL, reference=reference,
+                       progress=False, cache_dir=out / "cache")
+        ev.evaluate(model, arch, trained.weights_id)
+        seconds[name] = time.perf_counter() - t0
+    rows = {(r.key.suite, r.key.noise, r.key.level, r.key.metric): r.value
+            for r in store.query(arch, weights_id=trained.weights_id)}
+
+    def get(suite: str, noise: str, metric: str, level: float = 0.0) -> float | None:
+        v = rows.get((suite, noise, level, metric))
+        return None if v is None else float(v)
+
+    mn, cz = "minnorm_linf", "crown-zono_linf"
     return {"weights_id": trained.weights_id,
-            "clean": rows.get(("adversarial", "clean", "accuracy")),
-            "pgd_linf_0.1": rows.get(("adversarial", "pgd_linf", "accuracy")),
-            "mce": rows.get(("natural", "mce", "mce")),
-            "corruption_acc": rows.get(("natural", "mean_corruption", "accuracy"))}
+            "clean": get("adversarial", "clean", "accuracy"),
+            "pgd_linf_0.1": get("adversarial", "pgd_linf", "accuracy", 0.1),
+            "minnorm_median": get("adversarial", mn, "radius_median"),
+            "minnorm_q25": get("adversarial", mn, "radius_q25"),
+            "minnorm_q75": get("adversarial", mn, "radius_q75"),
+            "minnorm_median_correct": get("adversarial", mn, "radius_median_correct"),
+            "cert_clean": get("certified", "clean", "accuracy"),
+            "cert_median": get("certified", cz, "radius_median"),
+            "cert_mean": get("certified", cz, "radius_mean"),
+            "cert_q25": get("certified", cz, "radius_q25"),
+            "cert_q75": get("certified", cz, "radius_q75"),
+            "cert_acc_0.003": get("certified", cz, "certified_accuracy", 0.003),
+            "mce": get("natural", "mce", "mce"),
+            "corruption_acc": get("natural", "mean_corruption", "accuracy"),
+            "suite_seconds": seconds}
+
+
+def fmt(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+METRICS = (("clean", "clean acc", 3), ("pgd_linf_0.1", "PGD-20 acc @0.1", 3),
+           ("minnorm_median", "min-norm Linf radius (median)", 4), ("cert_median", "crown-zono Linf radius (median)", 5),
+           ("cert_acc_0.003", "certified acc @0.003", 3), ("corruption_acc", "corruption acc", 3), ("mce", "mCE", 3))
 
 
 def summary_markdown(results: dict, seeds: list[int]) -> list[str]:
     """Per-method mean, sample std and range over seeds, then every seed's architecture and scores."""
-    metrics = [("clean", "clean acc"), ("pgd_linf_0.1", "PGD-20 acc @0.1"), ("corruption_acc", "corruption acc"),
-               ("mce", "mCE")]
-    lines = ["| method | seeds | " + " | ".join(f"{label} mean ± std [min, max]" for _, label in metrics)
-             + " | search s (mean) |", "|---|---|" + "---|" * len(metrics) + "---|"]
+    lines = ["| method | seeds | " + " | ".join(f"{label} mean ± std [min, max]" for _, label, _ in METRICS)
+             + " | search s (mean) |", "|---|---|" + "---|" * len(METRICS) + "---|"]
     for method in ("random",) + METHODS:
         done = [results[k] for k in (f"{method}/s{s}" for s in seeds) if k in results and "eval" in results[k]]
         if not done:
             continue
         cells = []
-        for key, _ in metrics:
-            v = np.array([d["eval"][key] for d in done if d["eval"].get(key) is not None], dtype=float)
-            sd = f"{v.std(ddof=1):.3f}" if len(v) > 1 else "-"
-            cells.append(f"{v.mean():.3f} ± {sd} [{v.min():.3f}, {v.max():.3f}]" if len(v) else "-")
-        secs = np.mean([d["search"]["search_seconds"] for d in done])
+        for key, _, d in METRICS:
+            v = np.array([r["eval"][key] for r in done if r["eval"].get(key) is not None], dtype=float)
+            sd = fmt(v.std(ddof=1), d) if len(v) > 1 else "-"
+            cells.append(f"{v.mean():.{d}f} ± {sd} [{v.min():.{d}f}, {v.max():.{d}f}]" if len(v) else "-")
+        secs = np.mean([r["search"]["search_seconds"] for r in done])
         lines.append(f"| {method} | {len(done)} | " + " | ".join(cells) + f" | {secs:.0f} |")
-    lines += ["", "| method | seed | architecture | clean | PGD-20 @0.1 | corruption acc | mCE |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| method | seed | architecture | " + " | ".join(label for _, label, _ in METRICS)
+              + " | min-norm [q25, q75] | crown-zono [q25, q75] |", "|---|---|---|" + "---|" * (len(METRICS) + 2)]
     for method in ("random",) + METHODS:
         for seed in seeds:
             r = results.get(f"{method}/s{seed}", {})
             if "eval" not in r:
                 continue
             e = r["eval"]
-            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-            lines.append(f"| {method} | {seed} | `{r['search']['encoding']}` | {fmt(e['clean'])} | {fmt(e['pgd_linf_0.1'])} "
-                         f"| {fmt(e['corruption_acc'])} | {fmt(e['mce'])} |")
+            lines.append(f"| {method} | {seed} | `{r['search']['encoding']}` | "
+                         + " | ".join(fmt(e.get(k), d) for k, _, d in METRICS)
+                         + f" | [{fmt(e.get('minnorm_q25'), 4)}, {fmt(e.get('minnorm_q75'), 4)}]"
+                         f" | [{fmt(e.get('cert_q25'), 5)}, {fmt(e.get('cert_q75'), 5)}] |")
+    return lines
+
+
+def sign_flip_p(diffs: list[float]) -> float:
+    """Exact one-sided paired permutation p of ``mean(diffs) > 0``: the share of the 2^n sign assignments whose
+    mean is at least the observed one (n = 3 seeds: 8 assignments, so p >= 0.125 whatever the data)."""
+    from itertools import product
+
+    d = np.asarray(diffs, dtype=float)
+    observed = d.mean()
+    means = [float((d * np.array(signs)).mean()) for signs in product((1, -1), repeat=len(d))]
+    return sum(m >= observed - 1e-15 for m in means) / len(means)
+
+
+def paired(results: dict, seeds: list[int], key: str) -> list[dict]:
+    """DSRNA-{CB, Jacobian} minus {DARTS, random} on ``key``, paired by seed (same data, same search budget)."""
+    out = []
+    for method in ("dsrna-cb", "dsrna-jacobian"):
+        for base in ("darts", "random"):
+            pairs = [(results[f"{method}/s{s}"]["eval"][key], results[f"{base}/s{s}"]["eval"][key]) for s in seeds
+                     if "eval" in results.get(f"{method}/s{s}", {}) and "eval" in results.get(f"{base}/s{s}", {})]
+            diffs = [a - b for a, b in pairs if a is not None and b is not None]
+            if diffs:
+                d = np.array(diffs)
+                out.append({"method": method, "baseline": base, "diffs": diffs, "mean": float(d.mean()),
+                            "std": float(d.std(ddof=1)) if len(d) > 1 else float("nan"),
+                            "wins": int((d > 0).sum()), "ties": int((d == 0).sum()), "p": sign_flip_p(diffs)})
+    return out
+
+
+def paired_markdown(results: dict, seeds: list[int]) -> list[str]:
+    lines = ["| metric | comparison | per-seed difference | mean ± std | seeds higher / tied | one-sided sign-flip p |",
+             "|---|---|---|---|---|---|"]
+    for key, label, d in METRICS:
+        if key not in ("cert_median", "minnorm_median", "cert_acc_0.003"):
+            continue
+        for c in paired(results, seeds, key):
+            lines.append(f"| {label} | {c['method']} - {c['baseline']} | "
+                         + ", ".join(f"{x:+.{d}f}" for x in c["diffs"])
+                         + f" | {c['mean']:+.{d}f} ± {fmt(c['std'] if len(c['diffs']) > 1 else None, d)} | {c['wins']} / {c['ties']} of "
+                         f"{len(c['diffs'])} | {c['p']:.3f} |")
     return lines
 
 
@@ -165,7 +255,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench_out/robust_search_nb201")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--train-epochs", type=int, default=3)
+    p.add_argument("--train-epochs", type=int, default=10)
+    p.add_argument("--cert-images", type=int, default=CERT_IMAGES,
+                   help="test images of the crown-zono certified radius (the first N of the scored ones)")
+    p.add_argument("--search-only", action="store_true", help="stop after the searches (re-training and scoring later)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
@@ -173,6 +266,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
+    settings = {"train_epochs": args.train_epochs, "cert_images": args.cert_images, "n_eval": N_EVAL}
+    if results.get("_settings", settings) != settings:
+        print(f"error: {path} was scored with {results['_settings']}, not {settings}; pass those options or use "
+              "another --out", file=sys.stderr)
+        raise SystemExit(2)
 
     def save() -> None:
         path.write_text(json.dumps(results, indent=2))
@@ -186,14 +284,17 @@ def main() -> None:
             found = search_random_ws(seed) if method == "random" else search_diff(method, seed, out)
             results[key] = {"search": found}
             save()
+    if args.search_only:
+        return
     from nasrobust.evaluator import Reference
     from nasrobust.store import open_results
 
     data = load_dataset("mnist5k")
     store = open_results(out / "results.db", create=True)
     ref_key = f"random/s{args.seeds[0]}"
-    order = [ref_key] + [k for k in results if k != ref_key]
+    order = [ref_key] + [k for k in results if k not in (ref_key, "_settings")]
     reference = None
+    results["_settings"] = settings
     for key in order:
         if key != ref_key and "eval" in results[key]:
             continue  # done; the reference is always revisited for its weights id
@@ -204,10 +305,10 @@ def main() -> None:
             reference = Reference(encoding, trained.weights_id)
         if "eval" not in results[key]:
             log.info("evaluate %s (%s)", key, encoding)
-            results[key]["eval"] = evaluate(encoding, trained, out, store, data, reference)
+            results[key]["eval"] = evaluate(encoding, trained, out, store, data, reference, args.cert_images)
             results[key]["eval"]["seconds"] = time.perf_counter() - t0
             save()
-    print("\n".join(summary_markdown(results, args.seeds)))
+    print("\n".join(summary_markdown(results, args.seeds) + [""] + paired_markdown(results, args.seeds)))
 
 
 if __name__ == "__main__":
