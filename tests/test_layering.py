@@ -33,7 +33,8 @@ for _number, _name, _prefixes in (
                             "nasrobust.distributed")),
     # nasrobust.space holds the Arch value with the space abstraction and registry that give it meaning
     (1, "arch/registry", ("nasrobust.space", "nasrobust.registry", "nasrobust.errors", "nasrobust.cost",
-                          "nasrobust.options", "nasrobust.io", "nasrobust.outputs", "nasrobust.fieldtypes")),
+                          "nasrobust.options", "nasrobust.io", "nasrobust.outputs", "nasrobust.fieldtypes",
+                          "nasrobust.allocator")),
 ):
     LAYERS.update({prefix: (_number, _name) for prefix in _prefixes})
 

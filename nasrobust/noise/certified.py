@@ -48,10 +48,11 @@ from types import MappingProxyType
 import torch
 import torch.nn as nn
 
+from nasrobust.allocator import reuse_freed_memory
 from nasrobust.bounds import METHODS, NORMS, BoundGraph, jacobian_norms
 from nasrobust.errors import NasRobustError
 from nasrobust.noise.attacks import FAMILY_DEFAULTS
-from nasrobust.noise.base import CLEAN, SUITES, EvalContext, Measurement, MetricInfo, NoiseSuite
+from nasrobust.noise.base import CLEAN, SUITES, EvalContext, Measurement, MetricInfo, NoiseSuite, saving_on
 from nasrobust.options import option
 from nasrobust.records import Protocol
 
@@ -234,12 +235,13 @@ class CertifiedSuite(NoiseSuite):
                 if keys <= ctx.done:
                     continue
                 radii, certified = [], {e: [] for e in budgets}
-                for x, y in batches:
-                    g = graph(x)
-                    r = g.certified_radius(x, y, norm, method, rtol=s.rtol)
-                    radii.append(r.cpu())
-                    for e in budgets:  # a radius >= e certifies e; ask the bound at e only for the others
-                        certified[e].append(((r >= e) | g.certified(x, y, e, norm, method, where=r < e)).cpu())
+                with reuse_freed_memory(saving_on("NASROBUST_NO_HEAP_REUSE")):
+                    for x, y in batches:
+                        g = graph(x)
+                        r = g.certified_radius(x, y, norm, method, rtol=s.rtol)
+                        radii.append(r.cpu())
+                        for e in budgets:  # a radius >= e certifies e; ask the bound at e only for the others
+                            certified[e].append(((r >= e) | g.certified(x, y, e, norm, method, where=r < e)).cpu())
                 yield from _radius_distribution(noise, torch.cat(radii).double(), grid)
                 for e in budgets:
                     yield Measurement(noise, float(e), "certified_accuracy", float(torch.cat(certified[e]).double().mean()))
