@@ -6,12 +6,13 @@ the study's CPU options (``nasrobust.study.CPU_PROTOCOL``), side by side in one 
 
 * **today's path** (before issue 12): one ``nasrobust evaluate --workers 1`` process with torch's default
   thread count and every saving off (``NASROBUST_NO_EARLY_EXIT=1``, ``NASROBUST_NO_SHARED_CLEAN=1``,
-  ``NASROBUST_NO_INPUT_DEDUPE=1``; BN re-calibration once per subnet was already the case);
+  ``NASROBUST_NO_INPUT_DEDUPE=1``, ``NASROBUST_NO_HEAP_REUSE=1``; BN re-calibration once per subnet was
+  already the case);
 * **new path**: ``nasrobust evaluate --workers 2`` (one torch thread each), every saving on (the default);
 * **each saving on its own**, in this process at one thread, interleaved subnet by subnet: a baseline with
   every saving off times each suite and the BN re-calibration per subnet (the per-suite breakdown), then one
-  row per saving (and one with all three) re-times the suites a saving can touch (adversarial, natural,
-  system); the certified suite, which no saving touches, keeps the baseline's seconds in those rows' totals.
+  row per saving (and one with all of them) re-times the suites that saving can touch (``TOUCHES``); a suite
+  a row does not re-time keeps the baseline's seconds in that row's total.
 
 Wall times of the two command-line paths include process start-up and model loading; cores busy is
 user+sys CPU of the process tree / wall. Every path writes its own store and the script checks that every
@@ -44,10 +45,19 @@ from nasrobust.train.api import train_supernet
 from nasrobust.train.recipe import Recipe, get_preset
 
 SUITES = ("adversarial", "natural", "system", "certified")
-TOUCHED = ("adversarial", "natural", "system")  # the suites a saving can change the work of
 #: the switch of each saving (off: "1"), read by the code at run time
 SWITCHES = {"early exit": "NASROBUST_NO_EARLY_EXIT", "shared clean pass": "NASROBUST_NO_SHARED_CLEAN",
-            "system batch memo": "NASROBUST_NO_INPUT_DEDUPE"}
+            "system batch memo": "NASROBUST_NO_INPUT_DEDUPE", "heap reuse": "NASROBUST_NO_HEAP_REUSE"}
+#: the suites whose work each saving can change (the others are not re-timed in its row)
+TOUCHES = {"early exit": ("adversarial", "natural", "system"), "shared clean pass": ("adversarial", "natural", "system"),
+           "system batch memo": ("adversarial", "natural", "system"), "heap reuse": ("certified",)}
+#: the switches read at call time in this process (the others are set per Evaluator below)
+CALL_TIME = ("early exit", "heap reuse")
+
+
+def touched(on: set[str]) -> tuple[str, ...]:
+    """The suites a row with these savings on re-times: every suite for the baseline."""
+    return SUITES if not on else tuple(s for s in SUITES if any(s in TOUCHES[name] for name in on))
 SAMPLE_SEED = 11
 
 
@@ -88,11 +98,11 @@ def in_process(model, wid: str, archs: list, data, tmp: Path) -> tuple[dict, dic
     """The one-thread rows: baseline per suite, then each saving (and all) on the suites it touches.
 
     Returns per row and subnet the seconds per suite (``recal`` = BN re-calibration), and each row's store."""
-    rows = {"every saving off": set(), **{f"{name} only": {name} for name in SWITCHES}, "all three savings": set(SWITCHES)}
+    rows = {"every saving off": set(), **{f"{name} only": {name} for name in SWITCHES}, "all savings": set(SWITCHES)}
     evs, dbs = {}, {}
     for i, (row, on) in enumerate(rows.items()):
         dbs[row] = tmp / f"c{i}.db"
-        names = SUITES if not on else TOUCHED
+        names = touched(on)
         suites = make_suites(names, {k: dict(v) for k, v in P.suite_options.items()})
         evs[row] = Evaluator(open_results(dbs[row], create=True), data, suites, n_examples=P.n_examples,
                              recalib_images=P.recalib_images, progress=False, cache_dir=tmp / "cache",
@@ -105,7 +115,8 @@ def in_process(model, wid: str, archs: list, data, tmp: Path) -> tuple[dict, dic
     seconds: dict[str, list[dict[str, float]]] = {row: [] for row in rows}
     for k, arch in enumerate(archs):
         for row, on in (list(rows.items()) if k % 2 == 0 else list(rows.items())[::-1]):  # position bias cancels
-            os.environ["NASROBUST_NO_EARLY_EXIT"] = "0" if "early exit" in on else "1"
+            for name in CALL_TIME:
+                os.environ[SWITCHES[name]] = "0" if name in on else "1"
             ev = evs[row]
             t0 = time.perf_counter()
             subnet = recalibrated_subnet(model, arch, data, P.recalib_images, seed=ev.ctx.seed)
@@ -116,7 +127,8 @@ def in_process(model, wid: str, archs: list, data, tmp: Path) -> tuple[dict, dic
                 per[suite.name] = time.perf_counter() - t0
             seconds[row].append(per)
             print(f"{row}: {arch.encoding[:40]} {per}", flush=True)
-    os.environ.pop("NASROBUST_NO_EARLY_EXIT")
+    for name in CALL_TIME:
+        os.environ.pop(SWITCHES[name])
     for ev in evs.values():
         ev.store.close()
     return rows, seconds, dbs
@@ -173,7 +185,7 @@ def check_identical(tmp: Path, cli: dict, dbs: dict, rows: dict) -> dict[str, tu
     else:
         out["new path vs today's"] = (None, "the new path was killed before it finished")
     for row, on in rows.items():
-        suites = SUITES if not on else TOUCHED
+        suites = touched(on)
         mine, ref = rows_of(dbs[row], suites), rows_of(tmp / "today.db", suites)
         out[f"{row} (1 thread) vs today's"] = (mine == ref and len(ref) > 0, f"{len(mine)} vs {len(ref)} records")
     return out
@@ -188,10 +200,9 @@ def _fmt_cli(r: dict, n: int) -> tuple[str, str, str]:
 def report(args, encodings, cli, rows, seconds, checks, loads, uptime) -> list[str]:
     n = len(encodings)
     base = seconds["every saving off"]
-    cert = [s["certified"] for s in base]
 
-    def total(row: str) -> float:  # one-thread seconds for all subnets; certified from the baseline where not re-run
-        return sum(sum(v for k, v in s.items()) + (0.0 if "certified" in s else cert[i]) for i, s in enumerate(seconds[row]))
+    def total(row: str) -> float:  # one-thread seconds for all subnets; a suite not re-run counts the baseline's
+        return sum(sum(s.values()) + sum(base[i][k] for k in SUITES if k not in s) for i, s in enumerate(seconds[row]))
 
     today, new = cli["today"], cli["new"]
     ratio = today["wall"] / new["wall"]
@@ -201,7 +212,8 @@ def report(args, encodings, cli, rows, seconds, checks, loads, uptime) -> list[s
         "# Evaluation throughput on the study's CPU protocol: before issue 12 vs now",
         "",
         f"{n} bignas-small subnets (sample seed {SAMPLE_SEED}; the first is the mCE reference) of a mnist5k supernet "
-        f"trained {args.epochs} epoch(s) (quick recipe), all four suites on the study's CPU protocol ({P.description}). "
+        + (f"(`{args.supernet}`)" if args.supernet else f"trained {args.epochs} epoch(s) (quick recipe)")
+        + f", all four suites on the study's CPU protocol ({P.description}). "
         f"Machine: {os.cpu_count()} cores, shared with other jobs; load average (1/5/15 min) "
         + "; ".join(f"{k}: {a:.1f} / {b:.1f} / {c:.1f}" for k, (a, b, c) in loads.items())
         + f". `uptime` at the end: {uptime}. Read the ratios, measured side by side in one run, not the seconds.",
@@ -215,7 +227,7 @@ def report(args, encodings, cli, rows, seconds, checks, loads, uptime) -> list[s
                                ("new path", new, "`--workers 2` x 1", "all")):
         wall, per, rate = _fmt_cli(r, n)
         lines.append(f"| {name} | {shape} | {sv} | {wall} | {per} | {rate} | {r['cpu'] / r['wall']:.2f} |")
-    one_thread = total("all three savings") / n
+    one_thread = total("all savings") / n
     lines += ["", f"- **throughput ratio new / today: {ratio_text}** (issue target >= 2.5x)",
               f"- projection, not measured: with many subnets (the study scores 100) both workers stay busy to the end; "
               f"at the one-thread rate with every saving (below: {one_thread:.1f} s / subnet) two workers would score "
@@ -227,14 +239,14 @@ def report(args, encodings, cli, rows, seconds, checks, loads, uptime) -> list[s
         "",
         "Today's path is `nasrobust evaluate --workers 1` (no worker pool: the one-process path of before issue 12) "
         "with torch's default thread count and the switches `NASROBUST_NO_EARLY_EXIT=1 NASROBUST_NO_SHARED_CLEAN=1 "
-        "NASROBUST_NO_INPUT_DEDUPE=1`; BN re-calibration was already once per subnet. The new path is the default "
+        "NASROBUST_NO_INPUT_DEDUPE=1 NASROBUST_NO_HEAP_REUSE=1`; BN re-calibration was already once per subnet. The new path is the default "
         "command with `--workers 2`. Identical means: the same keys, and per key the same value and protocol hash "
         "(the switches are not suite options, so they are in no protocol).",
         "",
         "## Each saving on its own (one process, one thread, interleaved subnet by subnet, order reversed every other subnet)",
         "",
-        "Seconds for all subnets. The certified suite is touched by no saving: rows other than the baseline re-time "
-        "only adversarial, natural and system (and the BN re-calibration) and count the baseline's certified seconds.",
+        "Seconds for all subnets. A row re-times the BN re-calibration and the suites its savings can touch (heap "
+        "reuse: certified; the others: adversarial, natural, system); a suite in parentheses is the baseline's seconds.",
         "",
         "| row | adversarial s | natural s | system s | certified s | BN recal s | total s | subnets / hour | vs baseline |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -242,9 +254,9 @@ def report(args, encodings, cli, rows, seconds, checks, loads, uptime) -> list[s
     t0 = total("every saving off")
     for row in rows:
         col = {k: sum(s.get(k, 0.0) for s in seconds[row]) for k in (*SUITES, "recal")}
-        c = f"{col['certified']:.1f}" if row == "every saving off" else f"({sum(cert):.1f})"
+        shown = {k: f"{col[k]:.2f}" if k in touched(rows[row]) else f"({sum(b[k] for b in base):.2f})" for k in SUITES}
         t = total(row)
-        lines.append(f"| {row} | {col['adversarial']:.2f} | {col['natural']:.2f} | {col['system']:.2f} | {c} | "
+        lines.append(f"| {row} | {shown['adversarial']} | {shown['natural']} | {shown['system']} | {shown['certified']} | "
                      f"{col['recal']:.2f} | {t:.1f} | {3600 * n / t:.0f} | {t0 / t:.3f}x |")
     lines += [
         "",
