@@ -55,6 +55,8 @@ N_EVAL = 100  # the study's CPU protocol scores 100 test digits
 MINNORM_STEPS, MINNORM_ROUNDS = 10, 10  # the CPU protocol's min-norm attack (AdversarialSuite.cpu_options)
 PGD_STEPS = 10
 N_BOOT = 2000
+#: A network below this clean accuracy did not learn in its epoch: its pair then compares trainability, not robustness.
+TRAINED = 0.5
 BUDGET_TOL = 0.05  # a pair's parameter counts differ by at most 5% of the reference's
 
 #: ResNet-50's block choices at robarch-small widths: no SE, ReLU, 3x3, 1 group, bottleneck 1/4, conv stem 16, BN x3
@@ -124,6 +126,12 @@ def verdict(cis: list[tuple[float, float, float]], sign: int) -> str:
     if all(opposite):
         return "does not hold (opposite)"
     return "inconclusive"
+
+
+def untrained(per_seed: list[dict]) -> list[str]:
+    """Which networks of a pair stayed below ``TRAINED`` clean accuracy (``"reference s0"``, ...)."""
+    return [f"{role} s{s['seed']} ({s['clean'][i]:.0%} clean)" for s in per_seed
+            for i, role in enumerate(("reference", "variant")) if s["clean"][i] < TRAINED]
 
 
 def within_budget(params_ref: int, params_var: int, tol: float) -> bool:
@@ -243,7 +251,8 @@ def analyse(results: dict) -> list[dict]:
                              "pgd_acc": (float(np.mean(ref["pgd_correct"])), float(np.mean(var["pgd_correct"]))),
                              "clean": (ref["clean_acc"], var["clean_acc"])})
         rows.append({"factor": f, "seeds": per_seed, "verdict": verdict([s["radius"] for s in per_seed], f.sign),
-                     "verdict_pgd": verdict([s["pgd"] for s in per_seed], f.sign)})
+                     "verdict_pgd": verdict([s["pgd"] for s in per_seed], f.sign),
+                     "untrained": untrained(per_seed)})
     return rows
 
 
@@ -289,7 +298,9 @@ def report(results: dict, rows: list[dict], cost: dict, times: tuple[float, floa
         "seeded). The interval covers the choice of test digits, not the training seed; the seed is covered by "
         "requiring agreement: **holds** if every seed's interval lies on the published side of 0, **does not hold "
         "(opposite)** if every seed's lies on the other side, **inconclusive** otherwise. The same rule on the "
-        f"per-digit PGD-{PGD_STEPS} outcome (robust or not) is given as a second column.",
+        f"per-digit PGD-{PGD_STEPS} outcome (robust or not) is given as a second column. A network below "
+        f"{TRAINED:.0%} clean accuracy did not learn in its epoch; a verdict resting on such a pair is marked "
+        "*confounded*: it compares trainability under one epoch of PGD-AT, not robustness.",
         "",
         "## Results",
         "",
@@ -309,7 +320,8 @@ def report(results: dict, rows: list[dict], cost: dict, times: tuple[float, floa
     for r in rows:
         f = r["factor"]
         direction = "variant more robust" if f.sign > 0 else "variant not more robust (reference at least as robust)"
-        lines.append(f"| {f.name} ({f.change}) | {direction} | **{r['verdict']}** | {r['verdict_pgd']} |")
+        caveat = f" — confounded: {', '.join(r['untrained'])} did not learn" if r["untrained"] else ""
+        lines.append(f"| {f.name} ({f.change}) | {direction} | **{r['verdict']}**{caveat} | {r['verdict_pgd']} |")
     lines += ["", f"**Summary verdict:** {summary(rows)}", ""]
     return lines
 
@@ -319,7 +331,8 @@ def summary(rows: list[dict]) -> str:
     parts = []
     for r in rows:
         means = ", ".join(f"{s['radius'][0]:+.4f}" for s in r["seeds"])
-        parts.append(f"{r['factor'].name} {r['verdict']} (radius var - ref per seed {means})")
+        caveat = f"; confounded: {', '.join(r['untrained'])} did not learn" if r["untrained"] else ""
+        parts.append(f"{r['factor'].name} **{r['verdict']}** (radius var - ref per seed {means}{caveat})")
     return "; ".join(parts) + " — at ~1.5M parameters, 1 epoch of PGD-AT on mnist5k, 2 seeds."
 
 

@@ -72,3 +72,10 @@ def test_every_pair_is_in_budget_and_changes_its_factor_only():
         diff = {k for k in dataclasses.asdict(ref) if getattr(ref, k) != getattr(var, k)}
         assert diff == changed[f.name], f.name
     assert not bench.within_budget(100, 106, 0.05) and bench.within_budget(100, 95, 0.05)
+
+
+def test_untrained_names_the_networks_below_the_clean_accuracy_bar():
+    bench = _load()
+    seeds = [{"seed": 0, "clean": (0.216, 0.908)}, {"seed": 1, "clean": (0.93, 0.91)}]
+    assert bench.untrained(seeds) == ["reference s0 (22% clean)"]
+    assert bench.untrained([{"seed": 1, "clean": (0.93, 0.91)}]) == []
