@@ -174,19 +174,26 @@ def cited_cka() -> list[str]:
     return [line for line in text.split("## Verdicts", 1)[1].splitlines() if line.startswith("- ")]
 
 
+def md_table(lines: list[str], header: str) -> list[str]:
+    """The Markdown table of ``lines`` whose header row starts with ``header``."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
+def summary_verdict(lines: list[str]) -> str:
+    """The text of a report's ``**Summary verdict:**`` line."""
+    line = next(line for line in lines if line.startswith("**Summary verdict:**"))
+    return line.removeprefix("**Summary verdict:**").strip()
+
+
 def robarch_cited() -> tuple[str, list[str]]:
     """The verdict of robarch_factors.md (its ``**Summary verdict:**`` line), and, quoted, its design, per-seed
     results and verdict tables (measured there, not rerun here)."""
     lines = (HERE / "robarch_factors.md").read_text().splitlines()
-
-    def table(header: str) -> list[str]:
-        start = next(i for i, line in enumerate(lines) if line.startswith(header))
-        end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-        return lines[start:end]
-
-    summary = next(line for line in lines if line.startswith("**Summary verdict:**"))
-    body = table("| factor | reference") + [""] + table("| factor | seed") + [""] + table("| factor | published direction")
-    return summary.removeprefix("**Summary verdict:**").strip(), body
+    body = (md_table(lines, "| factor | reference") + [""] + md_table(lines, "| factor | seed") + [""]
+            + md_table(lines, "| factor | published direction"))
+    return summary_verdict(lines), body
 
 
 def robarch_section(body: list[str]) -> list[str]:
@@ -194,32 +201,24 @@ def robarch_section(body: list[str]) -> list[str]:
     return ["## 3. RobArch — cited from `robarch_factors.md`", "",
             "Measured by `OMP_NUM_THREADS=1 python benchmarks/robarch_factors.py` (not rerun here). RobArch compares "
             "its factors at 26M / 46M / 104M parameters with ImageNet PGD-AT, out of reach on this CPU; the small-scale "
-            "test trains, per factor, a pair of robarch-small networks (~1.5M parameters) that differ in that factor "
-            "only, within 5% in parameters (a factor that costs parameters is paid for by a narrower width), with the "
-            "same PGD-AT recipe and seed, 2 seeds, 1 epoch, and compares them per test digit on the min-norm Linf "
-            "radius (95% bootstrap CI over digits; a verdict needs both seeds to agree). The ReLU ResNet-50-like "
-            "reference stayed near chance after its epoch on both seeds, so the activation, SE and depth verdicts are "
-            "confounded with trainability. Its design, results and verdicts:", "", *body]
+            "test instead trains, per factor, a pair of robarch-small networks (~1.5M parameters) that differ in that "
+            "factor only, within 5% in parameters (a factor that costs parameters is paid for by a narrower width), "
+            "with the same PGD-AT recipe and seed, 2 seeds, 1 epoch, and compares them per test digit on the min-norm Linf "
+            "radius (95% bootstrap CI over digits; a verdict needs both seeds to agree). Its design, results and "
+            "verdicts:", "", *body]
 
 
 def dsrna_cited() -> tuple[str, list[str]]:
     """The verdict of robust_search_nb201.md (its ``**Summary verdict:**`` line), and, quoted, its per-method
     table, its paired per-seed comparison and its verdict section (measured there, not rerun here)."""
     lines = (HERE / "robust_search_nb201.md").read_text().splitlines()
-
-    def table(header: str) -> list[str]:
-        start = next(i for i, line in enumerate(lines) if line.startswith(header))
-        end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-        return lines[start:end]
-
-    summary = next(line for line in lines if line.startswith("**Summary verdict:**"))
     start = lines.index("## Verdict") + 1
     end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
     verdict = [line for line in lines[start:end] if not line.startswith("**Summary verdict:**")]
     while verdict and not verdict[0].strip():
         verdict.pop(0)
-    body = table("| method | seeds") + [""] + table("| metric | comparison") + [""] + verdict
-    return summary.removeprefix("**Summary verdict:**").strip(), body
+    body = md_table(lines, "| method | seeds") + [""] + md_table(lines, "| metric | comparison") + [""] + verdict
+    return summary_verdict(lines), body
 
 
 def dsrna_section(body: list[str]) -> list[str]:

@@ -11,7 +11,9 @@ order), and scored on the same test digits:
 - SE: none -> SE ratio 0.25 (RobArch's ``SE_0_25_RELU``), stage-4 width one step narrower to pay for it;
 - depth vs width: ResNet-50 stage depths 3-4-6-3 -> RobArch-S's 5-8-13-1 at the same widths (the parameters move
   from the last stage into stages 1-3: deeper and narrower in capacity per block);
-- kernel: 3x3 -> 5x5, paid for by narrower widths in every stage (stage depths 3-4-6-1 in both).
+- kernel: 3x3 -> 5x5, paid for by narrower widths in every stage (stage depths 3-4-6-1 in both);
+- SE and depth again with SiLU throughout: the ReLU reference stayed near chance after its epoch on both seeds,
+  so those two pairs compared trainability; on the SiLU network (which learns) they compare robustness.
 
 Training: mnist5k (4,000 digits), preset ``quick`` for ``EPOCHS`` epoch(s) (batch ``BATCH``, warm-up ``WARMUP``), Madry PGD-AT at Linf eps 0.1 (the
 study's CPU-protocol radius; ``STEPS`` steps of 2.5 eps / steps, random start), seeds ``SEEDS``. Scoring, per
@@ -61,6 +63,7 @@ BUDGET_TOL = 0.05  # a pair's parameter counts differ by at most 5% of the refer
 
 #: ResNet-50's block choices at robarch-small widths: no SE, ReLU, 3x3, 1 group, bottleneck 1/4, conv stem 16, BN x3
 _R50 = "g1_b0.25_k3_se0_relu_conv16s1_n111"
+_SILU = "g1_b0.25_k3_se0_silu_conv16s1_n111"
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,13 @@ FACTORS = (
            "under a fixed budget the deeper configuration with a single last-stage block is more robust "
            "(Robust Principles, principle a: RaResNet-50 5-8-13-1 vs ResNet-50 3-4-6-3 at 26M; Huang et al. 2021: "
            "reducing last-stage capacity helps)", +1),
+    # The ReLU reference above stayed near chance in its one epoch on both seeds (robarch_factors.md), so SE and
+    # depth are also paired on the SiLU network, which learns: the same changes with SiLU throughout.
+    Factor("SE (SiLU)", f"d3-4-6-3_w64-128-256-544_{_SILU}", "d3-4-6-3_w64-128-256-512_g1_b0.25_k3_se0.25_silu_conv16s1_n111",
+           "no SE -> SE ratio 0.25 with SiLU throughout; stage-4 width 544 -> 512 pays for it",
+           "as SE above", +1),
+    Factor("depth vs width (SiLU)", f"d3-4-6-3_w64-128-256-544_{_SILU}", f"d5-8-13-1_w64-128-256-544_{_SILU}",
+           "stage depths 3-4-6-3 -> 5-8-13-1 with SiLU throughout", "as depth vs width above", +1),
     Factor("kernel", f"d3-4-6-1_w96-176-336-656_{_R50}",
            "d3-4-6-1_w64-128-256-512_g1_b0.25_k5_se0_relu_conv16s1_n111",
            "3x3 -> 5x5, narrower widths in every stage pay for it",

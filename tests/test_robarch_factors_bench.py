@@ -64,6 +64,7 @@ def test_every_pair_is_in_budget_and_changes_its_factor_only():
     space = get_space(bench.SPACE)
     cost = bench.costs()
     changed = {"activation": {"act"}, "SE": {"se_ratio", "widths"}, "depth vs width": {"depths"},
+               "SE (SiLU)": {"se_ratio", "widths"}, "depth vs width (SiLU)": {"depths"},
                "kernel": {"kernel", "widths"}}
     for f in bench.FACTORS:
         assert bench.within_budget(cost[f.reference][0], cost[f.variant][0], bench.BUDGET_TOL), f.name
