@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from _report import emit
+from _report import emit, refuse_overwrite
 from _timed import timed_run
 from nasrobust import checkpoint
 from nasrobust.data import load_dataset
@@ -143,8 +143,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).with_name("eval_throughput.md")))
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()
-    if Path(args.out).exists() and not args.force:
-        ap.exit(2, f"error: {args.out} exists; pass --force to overwrite it or choose another --out\n")
+    refuse_overwrite(args.out, force=args.force)
     torch.set_num_threads(1)
     data = load_dataset("mnist5k")
     loads = {"start": os.getloadavg()}

@@ -238,13 +238,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force", action="store_true", help="overwrite an existing --md")
     args = ap.parse_args(argv)
     md = Path(args.md)
-    if md.exists() and not args.force:
-        print(f"error: {md} exists; pass --force to overwrite it", file=sys.stderr)
-        raise SystemExit(2)
+    sys.path.insert(0, str(HERE))
+    from _report import emit, refuse_overwrite
+
+    refuse_overwrite(md, force=args.force)
     import torch
 
-    sys.path.insert(0, str(HERE))
-    from _report import emit
     from _training_pair import standard_and_pgd
     from nasrobust import checkpoint
     from nasrobust.store import open_results

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from _report import emit
+from _report import emit, refuse_overwrite
 from nasrobust import checkpoint
 from nasrobust.data import load_dataset
 from nasrobust.evaluator import Evaluator, Reference, make_suites
@@ -121,8 +121,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default=str(Path(__file__).with_name("gpu.md")))
     ap.add_argument("--force", action="store_true", help="overwrite --out")
     args = ap.parse_args(argv)
-    if Path(args.out).exists() and not args.force:
-        ap.exit(2, f"error: {args.out} exists; pass --force to overwrite it or choose another --out\n")
+    refuse_overwrite(args.out, force=args.force)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.exit(2, "error: --device cuda but torch sees no CUDA device; pass --device cpu for a smoke run\n")
     if args.subnets < 1 or args.epochs < 1:

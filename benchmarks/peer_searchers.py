@@ -62,7 +62,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the NASLib import harness lives with the tests
 
-from _report import emit  # noqa: E402
+from _report import emit, refuse_overwrite  # noqa: E402
 
 NATIVE = ("random", "evolution", "local")
 NNI = ("nni-random", "nni-evolution")
@@ -447,10 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.tiny:
         args.seeds, args.budgets, args.predictor_seeds, args.predictor_budget = 2, [8, 16], 2, 16
         args.objectives, args.no_diagnostics = "linear", True
-    for path in (args.md, args.json):
-        if path and Path(path).exists() and not args.force:
-            print(f"error: {path} exists; pass --force to overwrite it", file=sys.stderr)
-            raise SystemExit(2)
+    refuse_overwrite(args.md, args.json, force=args.force)
     if args.merge and not Path(args.merge).is_file():
         print(f"error: --merge {args.merge}: no such file (pass a JSON written by --json)", file=sys.stderr)
         raise SystemExit(2)

@@ -355,18 +355,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force", action="store_true", help="overwrite an existing --md")
     args = ap.parse_args(argv)
     md = Path(args.md)
-    if md.exists() and not args.force:
-        print(f"error: {md} exists; pass --force to overwrite it", file=sys.stderr)
-        raise SystemExit(2)
+    sys.path.insert(0, str(HERE))
+    from _report import emit, refuse_overwrite
+
+    refuse_overwrite(md, force=args.force)
     cost = costs()
     for f in FACTORS:
         if not within_budget(cost[f.reference][0], cost[f.variant][0], BUDGET_TOL):
             raise SystemExit(f"error: factor {f.name}: {cost[f.variant][0]} params vs {cost[f.reference][0]} is "
                              f"outside the {BUDGET_TOL:.0%} budget; fix FACTORS")
     import torch
-
-    sys.path.insert(0, str(HERE))
-    from _report import emit
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
