@@ -91,3 +91,21 @@ def json_rows(res):
 
     return json.loads(json.dumps({k: {**o, "rows": {n: {f: v for f, v in r.items() if f != "cpu"}
                                                     for n, r in o["rows"].items()}} for k, o in res.items()}))
+
+
+def test_darts_snip_objective_is_deterministic_and_varies():
+    """``darts-snip``: SNIP on a 4-channel 5-cell darts network, the same value from a fresh metric, no optimum."""
+    bench = _bench()
+    obj = bench.objectives(["darts-snip"])[0]
+    assert (obj.name, obj.space.name, obj.optimum) == ("darts snip", "darts", None)
+    assert "channels=4" in obj.metric.name and "layers=5" in obj.metric.name and obj.metric.name.startswith("proxy:snip")
+    archs = obj.space.sample(2, seed=3)
+    first = [obj.metric.score(a) for a in archs]
+    fresh = bench.objectives(["darts-snip"])[0].metric  # its own cache: computed again
+    assert [fresh.score(a) for a in archs] == first
+    assert first[0] != first[1] and all(np.isfinite(first))
+
+
+def test_unknown_objective_names_the_valid_ones():
+    with pytest.raises(SystemExit, match="darts-snip"):
+        _bench().objectives(["nope"])
