@@ -464,6 +464,10 @@ def main(argv: list[str] | None = None) -> None:
     if min(args.budgets) < 1 or min(args.seeds, args.predictor_seeds, args.diag_seeds) < 2:
         print("error: budgets must be >= 1 and seeds >= 2 (--budgets 50,100 --seeds 7)", file=sys.stderr)
         raise SystemExit(2)
+    unknown = sorted(set(args.objectives.split(",")) - set(OBJECTIVES))
+    if unknown:
+        print(f"error: unknown objective(s) {unknown}; valid: {', '.join(OBJECTIVES)}", file=sys.stderr)
+        raise SystemExit(2)
     only = tuple(args.searchers.split(",")) if args.searchers else None
     if only and set(only) - set(NATIVE + NNI + NASLIB):
         print(f"error: unknown searcher(s) {sorted(set(only) - set(NATIVE + NNI + NASLIB))}; valid: "

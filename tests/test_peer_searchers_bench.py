@@ -106,6 +106,11 @@ def test_darts_snip_objective_is_deterministic_and_varies():
     assert first[0] != first[1] and all(np.isfinite(first))
 
 
-def test_unknown_objective_names_the_valid_ones():
+def test_unknown_objective_names_the_valid_ones(capsys):
     with pytest.raises(SystemExit, match="darts-snip"):
         _bench().objectives(["nope"])
+    with pytest.raises(SystemExit) as exit_:  # the command line: exit 2, one line, before any compute
+        _bench().main(["--objectives", "linear,nope"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown objective(s) ['nope']; valid: ") and "darts-snip" in err and "\n" not in err
