@@ -120,7 +120,9 @@ class DiffOptions:
     ``dataset``'s training split, optionally its first ``n_train`` examples (class-interleaved),
     halved into weight / architecture batches; ``steps_per_epoch`` caps an epoch. ``gamma`` weighs
     the regulariser (ignored by plain DARTS); ``reg_start_epoch`` delays it (AdvRush); ``eps`` is the
-    regularisers' perturbation radius (``cb_eps``, when set, the certified bound's).
+    regularisers' perturbation radius (``cb_eps``, when set, the certified bound's); ``bound_method`` is the
+    certified bound's (CROWN-IBP is vacuous on a naturally trained supernet; crown-zono is tight but costs seconds
+    an image, hence ``cb_examples``: the bound on the first that many images of each architecture batch).
     """
 
     dataset: str = "mnist5k"
@@ -149,6 +151,7 @@ class DiffOptions:
     cb_eps: float | None = None
     norm: str = "linf"
     bound_method: str = "crown-ibp"
+    cb_examples: int | None = None
     curvature_h: float = 3.0
     n_score: int = 256
     recalib_images: int = 500
@@ -165,6 +168,8 @@ class DiffOptions:
             raise ValueError("warmup_epochs and reg_start_epoch must be >= 0")
         if min(self.w_lr, self.a_lr, self.hvp_r) <= 0 or self.eps < 0 or self.gamma < 0:
             raise ValueError("learning rates and hvp_r must be positive, eps and gamma non-negative")
+        if self.cb_examples is not None and (not isinstance(self.cb_examples, int) or self.cb_examples < 1):
+            raise ValueError(f"cb_examples must be a positive integer (or unset: the whole batch), got {self.cb_examples!r}")
         if self.n_train is not None and self.n_train < 4:
             raise ValueError("n_train must be at least 4 (it is halved into weight and architecture data)")
 

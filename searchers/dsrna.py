@@ -63,8 +63,11 @@ class CertifiedMarginRegularizer(Regularizer):
 
     name: ClassVar[str] = "certified_margin"
 
-    def __init__(self, eps: float = 0.1, norm: str = "linf", method: str = "crown-ibp", normalize: bool = True):
+    def __init__(self, eps: float = 0.1, norm: str = "linf", method: str = "crown-ibp", normalize: bool = True,
+                 examples: int | None = None):
         self.eps, self.norm, self.method, self.normalize = float(eps), norm, method, bool(normalize)
+        # a tight bound (crown-zono) costs seconds per image, so it can be asked on the batch's first images only
+        self.examples = examples
         self._graphs: dict[tuple[int, tuple[int, ...]], BoundGraph] = {}
 
     def graph(self, model: nn.Module, x: torch.Tensor) -> BoundGraph:
@@ -74,6 +77,8 @@ class CertifiedMarginRegularizer(Regularizer):
         return self._graphs[key]
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: Params | None = None) -> torch.Tensor:
+        if self.examples is not None:
+            x, y = x[: self.examples], y[: self.examples]
         graph = self.graph(model, x)
         with graph.using(dict(params or {})):
             margins = graph.margin_lower(x, y, self.eps, self.norm, self.method)
@@ -86,7 +91,7 @@ class CertifiedMarginRegularizer(Regularizer):
 
     def __repr__(self) -> str:
         return (f"CertifiedMarginRegularizer(eps={self.eps}, norm={self.norm!r}, method={self.method!r}, "
-                f"normalize={self.normalize})")
+                f"normalize={self.normalize}, examples={self.examples})")
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,8 @@ class _Dsrna(DifferentiableSearcher):
     def _certified(self) -> Regularizer:
         if not hasattr(self, "_cb"):  # one instance per searcher: it caches the traced bound graph
             self._cb = CertifiedMarginRegularizer(
-                self.options.eps if self.options.cb_eps is None else self.options.cb_eps, self.options.norm, self.options.bound_method)
+                self.options.eps if self.options.cb_eps is None else self.options.cb_eps, self.options.norm, self.options.bound_method,
+                examples=self.options.cb_examples)
         return self._cb
 
 
