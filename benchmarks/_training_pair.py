@@ -27,3 +27,19 @@ def standard_and_pgd(encoding: str, epochs: int, eps: float, steps: int, alpha: 
     pgd = base.replace(adversarial="pgd", adv_eps=eps, adv_steps=steps, adv_alpha=alpha)
     return TrainingPair(load_dataset("mnist5k"), arch, space.cost(arch, num_classes=10, input_size=28), base,
                         {"standard": base, "pgd-at": pgd})
+
+
+def train_runs(pair: TrainingPair, out, seeds) -> tuple[dict, float]:
+    """Train (or resume) every recipe of ``pair`` for every seed in ``out/{name}-s{seed}``, keeping every epoch's
+    weights; returns ``{(name, seed): run folder}`` and the wall seconds this took."""
+    import time
+    from pathlib import Path
+
+    from nasrobust.train.api import train_standalone
+
+    t0 = time.perf_counter()
+    runs = {(name, seed): Path(out) / f"{name}-s{seed}" for seed in seeds for name in pair.recipes}
+    for (name, seed), run in runs.items():
+        train_standalone("bignas", pair.arch, pair.data, pair.recipes[name].replace(seed=seed), run, progress=False,
+                         keep_epochs=True)
+    return runs, time.perf_counter() - t0

@@ -94,22 +94,16 @@ def main() -> None:
     import torch
 
     from _report import emit
-    from _training_pair import standard_and_pgd
+    from _training_pair import standard_and_pgd, train_runs
     from nasrobust import checkpoint
     from nasrobust.data import stack
-    from nasrobust.train.api import train_standalone
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     load_before, wall0, cpu0 = os.getloadavg(), time.perf_counter(), os.times()
     out = Path(args.out)
     pair = standard_and_pgd(ARCH, EPOCHS, EPS, STEPS, ALPHA)
-    runs = {(name, seed): out / f"{name}-s{seed}" for seed in SEEDS for name in pair.recipes}
-    seconds = {"train": 0.0, "eval": 0.0, "cka": 0.0}
-    t0 = time.perf_counter()
-    for (name, seed), run in runs.items():
-        train_standalone("bignas", pair.arch, pair.data, pair.recipes[name].replace(seed=seed), run, progress=False,
-                         keep_epochs=True)
-    seconds["train"] = time.perf_counter() - t0
+    runs, train_seconds = train_runs(pair, out, SEEDS)
+    seconds = {"train": train_seconds, "eval": 0.0, "cka": 0.0}
 
     # robust accuracy of every PGD-AT epoch (and of the standard runs' last) on the first 500 test digits
     t0 = time.perf_counter()

@@ -8,7 +8,8 @@ One line per claim, each with a verdict (reproduced / not reproduced / cannot be
    adversarial, natural and system suites with the study's CPU protocol
    (``nasrobust.study.CPU_PROTOCOL``), and, shrunk, the certified suite on seed 0.
 2. Representation similarity (Cianfarani et al. 2022): cited from ``cka_robust.md`` (measured
-   there, not rerun here).
+   there, not rerun here); the robust-overfitting claim from ``robust_overfitting.md`` when it exists
+   (PGD-AT on a small training set, where robust overfitting can occur).
 3. RobArch: cited from ``robarch_factors.md`` (budget-matched pairs of robarch-small PGD-AT networks, measured there).
 4. DSRNA: cited from ``robust_search_nb201.md`` (the 3-seed NAS-Bench-201 search experiment, measured there).
 
@@ -174,6 +175,21 @@ def cited_cka() -> list[str]:
     return [line for line in text.split("## Verdicts", 1)[1].splitlines() if line.startswith("- ")]
 
 
+def overfit_cited(path: Path | None = None) -> str | None:
+    """The ``**Summary verdict:**`` of robust_overfitting.md (measured there), or None while that report does not exist."""
+    path = path or HERE / "robust_overfitting.md"
+    return summary_verdict(path.read_text().splitlines()) if path.exists() else None
+
+
+def overfit_row(cka_line: str, overfit: str | None) -> str:
+    """The summary-table verdict of Cianfarani et al.'s robust-overfitting claim: robust_overfitting.md's verdict
+    where it exists, else cka_robust.md's."""
+    if overfit is not None:
+        return f"{overfit} — see 2 (robust_overfitting.md)"
+    return (("**cannot be tested here**: no robust overfitting occurred" if "cannot be tested" in cka_line else "see 2")
+            + " (cka_robust.md)")
+
+
 def md_table(lines: list[str], header: str) -> list[str]:
     """The Markdown table of ``lines`` whose header row starts with ``header``."""
     start = next(i for i, line in enumerate(lines) if line.startswith(header))
@@ -298,14 +314,13 @@ def report(pair, rows, verdicts, cert, clean, train_s, eval_s, n, times, uptimes
         + "; ".join(verdicts) + " — see 1 |",
     ]
     cka = cited_cka()
+    overfit = overfit_cited()
     dsrna = dsrna_cited()
     robarch = robarch_cited()
     lines += [
         "| Cianfarani et al. 2022 | robust training removes the block structure of the CKA map | "
         + ("**not reproduced at this scale**" if "does not hold" in cka[0] else "see 2") + " (cka_robust.md) |",
-        "| Cianfarani et al. 2022 | robust overfitting mostly affects deeper layers | "
-        + ("**cannot be tested here**: no robust overfitting occurred" if "cannot be tested" in cka[1] else "see 2")
-        + " (cka_robust.md) |",
+        f"| Cianfarani et al. 2022 | robust overfitting mostly affects deeper layers | {overfit_row(cka[1], overfit)} |",
         "| RobArch | under a fixed parameter budget, depth/width, kernel size, SE and activation move PGD robustness "
         f"in the published direction | {robarch[0]} — see 3 (robarch_factors.md) |",
         f"| DSRNA | DSRNA-CB / Jacobian search gives higher certified bounds than DARTS and random | {dsrna[0]} "
@@ -358,6 +373,9 @@ def report(pair, rows, verdicts, cert, clean, train_s, eval_s, n, times, uptimes
         "bootstrap CIs over test images; not rerun here). Its verdicts:",
         "",
         *cka,
+        *([] if overfit is None else [
+            f"- Re-tested where robust overfitting can occur (PGD-AT for many epochs on a small training set; "
+            f"`OMP_NUM_THREADS=1 python benchmarks/robust_overfitting.py`, not rerun here): {overfit}"]),
         "",
         *robarch_section(robarch[1]),
         "",

@@ -18,6 +18,7 @@ CASES = [  # script, the option that names the report
     ("robarch_factors.py", "--md"),
     ("peer_searchers.py", "--md"),
     ("peer_searchers.py", "--json"),
+    ("robust_overfitting.py", "--md"),
 ]
 
 

@@ -56,3 +56,15 @@ def test_robustart_verdict_rule(tmp_path, gain, verdict):
     for row in rows:
         assert row.split(" | ")[-1].startswith(verdict), row
         assert f"{gain * 100:+.1f} [{gain * 100:+.1f}, {gain * 100:+.1f}]" in row  # every condition moved by `gain`
+
+
+def test_overfitting_row_cites_robust_overfitting_md_when_it_exists(tmp_path):
+    bench = _bench()
+    md = tmp_path / "robust_overfitting.md"
+    assert bench.overfit_cited(md) is None
+    cka_line = "- Deeper layers are hit hardest by robust overfitting: **cannot be tested here**: no seed shows it"
+    assert bench.overfit_row(cka_line, None) == "**cannot be tested here**: no robust overfitting occurred (cka_robust.md)"
+    md.write_text("# r\n\ntext\n\n**Summary verdict:** deeper layers are hit hardest: **does not hold** (why).\n")
+    verdict = bench.overfit_cited(md)
+    assert verdict == "deeper layers are hit hardest: **does not hold** (why)."
+    assert bench.overfit_row(cka_line, verdict) == f"{verdict} — see 2 (robust_overfitting.md)"
