@@ -65,7 +65,8 @@ def alpha_ranking(state: Path, ops: tuple[str, ...]) -> list[list[tuple[str, flo
     out = []
     for key in sorted(k for k in model if "arch_params" in k):
         for row in torch.as_tensor(model[key]).reshape(-1, len(ops)).softmax(-1).tolist():
-            out.append(sorted(((op, round(w, 3)) for op, w in zip(ops, row)), key=lambda t: -t[1]))
+            # sorted on the exact weights, rounded after: the top op is the one the derivation picks
+            out.append([(op, round(w, 4)) for op, w in sorted(zip(ops, row), key=lambda t: -t[1])])
     return out
 
 

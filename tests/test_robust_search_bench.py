@@ -81,3 +81,12 @@ def test_alpha_ranking_sorts_each_edges_ops_by_softmax(tmp_path):
     ranking = _load("robust_search_nb201").alpha_ranking(state, ("none", "skip", "conv"))
     assert [[op for op, _ in edge] for edge in ranking] == [["skip", "none", "conv"], ["none", "skip", "conv"]]
     assert sum(w for _, w in ranking[1]) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_alpha_ranking_orders_on_exact_weights_not_rounded_ones(tmp_path):
+    import torch
+
+    state = tmp_path / "s.pt"
+    torch.save({"model": {"net.arch_params.alpha": torch.tensor([[0.0, 1e-6, 0.0]])}}, state)
+    (edge,) = _load("robust_search_nb201").alpha_ranking(state, ("none", "skip", "conv"))
+    assert edge[0][0] == "skip"  # 1e-6 larger: a tie after rounding must not reorder it
