@@ -242,8 +242,10 @@ def dsrna_section(body: list[str]) -> list[str]:
     return ["## 4. DSRNA — cited from `robust_search_nb201.md`", "",
             "Measured by `OMP_NUM_THREADS=1 python benchmarks/robust_search_nb201.py` (nb201 cells searched on mnist5k "
             "by random search with weight sharing, DARTS, DSRNA-Jacobian and DSRNA-CB with its normalised "
-            "certified-margin regulariser, the same supernet weight steps per seed; each found cell re-trained "
-            "stand-alone and scored on the min-norm and crown-zono radii; not rerun here; seeds as stated there). "
+            "certified-margin regulariser, the same supernet weight steps per seed and, for the three differentiable "
+            "methods, the same weights-only warm-up and alpha steps (its options as stated there); each found cell "
+            "re-trained stand-alone and scored on the min-norm and crown-zono radii; not rerun here; seeds as stated "
+            "there). "
             "Its tables and verdict:", "", *body]
 
 

@@ -1,9 +1,10 @@
 """Differentiable robust search on nb201 / mnist5k: DARTS vs DSRNA-Jacobian vs DSRNA-CB vs random search.
 
 For each seed, every method searches with the **same budget: the same number of supernet weight
-steps** on the same data (the first ``N_TRAIN`` mnist5k training images, halved into weight and
-architecture batches; the random baseline trains its supernet single-path on uniformly drawn
-architectures for the same steps -- random search with weight sharing, Li & Talwalkar, UAI 2019 --
+steps** on the same data (the first ``--search-images`` mnist5k training images, halved into weight and
+architecture batches; ``--search-epochs`` epochs, of which the first ``--warmup-epochs`` train the weights only,
+so the differentiable methods also make the same alpha steps; the random baseline trains its supernet single-path
+on uniformly drawn architectures for the same steps -- random search with weight sharing, Li & Talwalkar, UAI 2019 --
 and picks the best of ``RS_CANDIDATES`` uniform architectures by BN-re-calibrated validation
 accuracy on the architecture half). Each found architecture is re-trained stand-alone with one
 recipe (``train_standalone``, ``BUILD`` sizes, ``--train-epochs``) and scored by the Evaluator on the
@@ -13,9 +14,11 @@ and the crown-zono certified Linf radius distribution on the first ``--cert-imag
 (certified suite) -- and the natural suite's mCE against a fixed reference (the random-search
 architecture of the first seed). The summary pairs DSRNA-{CB, Jacobian} with DARTS and random per
 seed (exact sign-flip p). Results go to ``OUT/results.json``; every finished search, training and
-evaluation is skipped on rerun (the script is resumable; a rerun with other scoring options fails).
+evaluation is skipped on rerun (the script is resumable; a rerun with other search or scoring options fails).
+Each differentiable search also records its per-epoch trajectory and the final alphas' op ranking per edge.
 
-    OMP_NUM_THREADS=1 python benchmarks/robust_search_nb201.py --out bench_out/robust_search --seeds 0 1 2
+    OMP_NUM_THREADS=1 python benchmarks/robust_search_nb201.py --out bench_out/robust_search --seeds 0 1 2 \
+        --search-epochs 18 --warmup-epochs 16
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ from nasrobust.space import decode, get_space
 
 log = logging.getLogger("robust_search_nb201")
 
-N_TRAIN = 1000
-SEARCH = dict(channels=8, cells_per_stage=1, n_train=N_TRAIN, batch_size=64, warmup_epochs=2, a_lr=3e-3,
-              n_score=250, recalib_images=250)
-EPOCHS = 6
+N_TRAIN = 1000  # search images (--search-images): half for the weights, half for the alphas
+SEARCH = dict(channels=8, cells_per_stage=1, batch_size=64, a_lr=3e-3, n_score=250, recalib_images=250)
+EPOCHS = 6  # search epochs (--search-epochs), warm-up included
+WARMUP = 2  # weights-only epochs before the alpha updates (--warmup-epochs)
+CB_EPS = 0.01  # DSRNA-CB's CROWN-IBP margin radius (--cb-eps)
 METHODS = ("darts", "dsrna-jacobian", "dsrna-cb")
 RS_CANDIDATES = 20
 BUILD = {"channels": 8, "cells_per_stage": 1}
@@ -50,15 +54,36 @@ CERT_IMAGES = 5  # crown-zono ~12 s per image on an nb201 cell (robust_search_nb
 CORRUPTION_SEVERITIES = (1, 3, 5)
 
 
-def search_diff(method: str, seed: int, out: Path) -> dict:
-    extra = {"cb_eps": 0.01} if method == "dsrna-cb" else {}
-    s = create_searcher(method, "nb201", None, budget=EPOCHS, seed=seed, **SEARCH, **extra)
+def search_settings(epochs: int = EPOCHS, warmup: int = WARMUP, images: int = N_TRAIN, cb_eps: float = CB_EPS) -> dict:
+    """What makes two runs the same searches (recorded in ``results.json``; a rerun with others is refused)."""
+    return {"search_epochs": epochs, "warmup_epochs": warmup, "search_images": images, "cb_eps": cb_eps}
+
+
+def alpha_ranking(state: Path, ops: tuple[str, ...]) -> list[list[tuple[str, float]]]:
+    """Per edge, the operations of the final alphas in a search's state file, by ``softmax(alpha)``, highest first."""
+    model = torch.load(state, map_location="cpu", weights_only=False)["model"]
+    out = []
+    for key in sorted(k for k in model if "arch_params" in k):
+        for row in torch.as_tensor(model[key]).reshape(-1, len(ops)).softmax(-1).tolist():
+            # sorted on the exact weights, rounded after: the top op is the one the derivation picks
+            out.append([(op, round(w, 4)) for op, w in sorted(zip(ops, row), key=lambda t: -t[1])])
+    return out
+
+
+def search_diff(method: str, seed: int, out: Path, settings: dict) -> dict:
+    extra = {"cb_eps": settings["cb_eps"]} if method == "dsrna-cb" else {}
+    s = create_searcher(method, "nb201", None, budget=settings["search_epochs"], seed=seed, **SEARCH,
+                        n_train=settings["search_images"], warmup_epochs=settings["warmup_epochs"], **extra)
     t0 = time.perf_counter()
-    r = s.run(out / f"{method}_s{seed}.pt")
-    return {"encoding": r.best.encoding, "values": list(r.best.values), "search_seconds": time.perf_counter() - t0}
+    state = out / f"{method}_s{seed}.pt"
+    r = s.run(state)
+    found = {"encoding": r.best.encoding, "values": list(r.best.values), "search_seconds": time.perf_counter() - t0,
+             "trajectory": [list(e.values) for e in r.trajectory]}
+    found["alpha_ranking"] = alpha_ranking(state, sys.modules[type(get_space("nb201")).__module__].OP_NAMES)
+    return found
 
 
-def search_random_ws(seed: int) -> dict:
+def search_random_ws(seed: int, settings: dict) -> dict:
     """Random search with weight sharing: single-path training on uniform archs, same weight steps."""
     from nasrobust.diffsearch import DiffOptions, build_search_model
     from nasrobust.supernet import recalibrate_bn
@@ -67,10 +92,11 @@ def search_random_ws(seed: int) -> dict:
     space = get_space("nb201")
     data = load_dataset("mnist5k")
     x, y = stack(data.train)
-    x, y = x[:N_TRAIN], y[:N_TRAIN]
-    half = N_TRAIN // 2
+    n_train, epochs = settings["search_images"], settings["search_epochs"]
+    x, y = x[:n_train], y[:n_train]
+    half = n_train // 2
     xw, yw, xa, ya = x[:half], y[:half], x[half:2 * half], y[half:2 * half]
-    opts = DiffOptions(**SEARCH)
+    opts = DiffOptions(**SEARCH, n_train=n_train)
     torch.manual_seed(seed)
     model = build_search_model(space, opts, 10, data.info.image_size, data.info.mean, data.info.std, alpha_seed=seed)
     rng = np.random.default_rng(seed)
@@ -78,9 +104,9 @@ def search_random_ws(seed: int) -> dict:
     opt = torch.optim.SGD(weights, lr=opts.w_lr, momentum=opts.w_momentum, weight_decay=opts.w_weight_decay)
     from nasrobust.diffsearch import cosine_lr
 
-    for epoch in range(EPOCHS):
+    for epoch in range(epochs):
         for g in opt.param_groups:
-            g["lr"] = cosine_lr(epoch, EPOCHS, opts.w_lr, opts.w_lr_min)
+            g["lr"] = cosine_lr(epoch, epochs, opts.w_lr, opts.w_lr_min)
         perm = torch.randperm(half, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         model.train()
         for i in range(half // opts.batch_size):
@@ -258,6 +284,11 @@ def main() -> None:
     p.add_argument("--train-epochs", type=int, default=10)
     p.add_argument("--cert-images", type=int, default=CERT_IMAGES,
                    help="test images of the crown-zono certified radius (the first N of the scored ones)")
+    p.add_argument("--search-epochs", type=int, default=EPOCHS, help="search epochs, warm-up included")
+    p.add_argument("--warmup-epochs", type=int, default=WARMUP, help="weights-only epochs before the alpha updates")
+    p.add_argument("--search-images", type=int, default=N_TRAIN,
+                   help="first N mnist5k training images of the search (half weights, half alphas)")
+    p.add_argument("--cb-eps", type=float, default=CB_EPS, help="DSRNA-CB's CROWN-IBP margin radius (Linf)")
     p.add_argument("--search-only", action="store_true", help="stop after the searches (re-training and scoring later)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -267,10 +298,13 @@ def main() -> None:
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     settings = {"train_epochs": args.train_epochs, "cert_images": args.cert_images, "n_eval": N_EVAL}
-    if results.get("_settings", settings) != settings:
-        print(f"error: {path} was scored with {results['_settings']}, not {settings}; pass those options or use "
-              "another --out", file=sys.stderr)
-        raise SystemExit(2)
+    searching = search_settings(args.search_epochs, args.warmup_epochs, args.search_images, args.cb_eps)
+    for name, want in (("_search", searching), ("_settings", settings)):
+        if results.get(name, want) != want:
+            print(f"error: {path} was {'searched' if name == '_search' else 'scored'} with {results[name]}, not {want}; "
+                  "pass those options or use another --out", file=sys.stderr)
+            raise SystemExit(2)
+    results["_search"] = searching
 
     def save() -> None:
         path.write_text(json.dumps(results, indent=2))
@@ -281,7 +315,7 @@ def main() -> None:
             if key in results and "search" in results[key]:
                 continue
             log.info("search %s", key)
-            found = search_random_ws(seed) if method == "random" else search_diff(method, seed, out)
+            found = search_random_ws(seed, searching) if method == "random" else search_diff(method, seed, out, searching)
             results[key] = {"search": found}
             save()
     if args.search_only:
@@ -292,7 +326,7 @@ def main() -> None:
     data = load_dataset("mnist5k")
     store = open_results(out / "results.db", create=True)
     ref_key = f"random/s{args.seeds[0]}"
-    order = [ref_key] + [k for k in results if k not in (ref_key, "_settings")]
+    order = [ref_key] + [k for k in results if k != ref_key and not k.startswith("_")]
     reference = None
     results["_settings"] = settings
     for key in order:

@@ -455,8 +455,9 @@ class BilevelRun:
         arch = self.supernet.derive()
         x, y = self._score_data()
         values = [self.accuracy(self.model, x, y), self.derived_accuracy(arch) if final else float("nan")]
-        if self.reg is not None:
-            values.append(self.score_regularizer())
+        if self.reg is not None:  # R is scored from the end of the warm-up on (the alphas' start); NaN before: it
+            # costs a Jacobian / bound pass over the scoring images every epoch and nothing reads it during warm-up
+            values.append(self.score_regularizer() if self.epoch >= self.o.warmup_epochs else float("nan"))
         return Evaluation(index, arch.encoding, tuple(values), tuple(values), (False,) * len(values), seconds,
                           self.elapsed0 + seconds)
 

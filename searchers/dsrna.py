@@ -21,6 +21,13 @@ batch, so its gradient reaches the architecture parameters:
   parameter-free operations. ``R_CB`` therefore enters the loss divided by its own detached batch
   magnitude ``mean |margin|`` (``normalize=True``, the default): the gradient keeps the bound's
   direction (which operations raise the worst-case margin relative to the others) but not its scale.
+  **Limit** (measured 2026-12-06, ``benchmarks/robust_search_nb201.md``): on the 8-channel nb201 soft supernet the
+  CROWN-IBP bound stays vacuous even after the supernet is trained (16 weights-only epochs on 1,000 mnist5k images,
+  validation accuracy 0.89): 0 of 64 worst margins are positive at every ``eps`` from 1e-6 to 1e-2 (median
+  -2.8e5 at 1e-6, -3.1e7 at 1e-4, -1.3e9 at 1e-2), against 95% positive at ``eps = 0``; crown-zono is tight there
+  (95% positive at 1e-4) but takes ~4 s an image. So the normalised ``R_CB`` is -1 at any usable ``eps``, and its
+  gradient is the relative gradient of the bound's looseness (IBP's growth through the mixed operations), not of
+  a certified margin; no normaliser of the value changes that direction.
 * ``dsrna-combined``: ``R = R_CB + R_J`` (both terms weighted by the same ``gamma``).
 
 Both measures are computed in eval mode (BN running statistics; see :mod:`nasrobust.diffsearch`).

@@ -49,3 +49,44 @@ def test_findings_quotes_the_committed_dsrna_verdict():
     assert summary.startswith("**") and any(w in summary for w in ("holds", "does not hold", "not reproduced", "cannot be tested"))
     assert any(line.startswith("| method | seeds") for line in body)
     assert any(line.startswith("| metric | comparison") for line in body)
+
+
+def test_search_settings_default_to_the_2026_12_05_run():
+    assert _load("robust_search_nb201").search_settings() == {
+        "search_epochs": 6, "warmup_epochs": 2, "search_images": 1000, "cb_eps": 0.01}
+
+
+def test_rerun_with_other_search_settings_is_refused_before_any_compute(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    bench = _load("robust_search_nb201")
+    (tmp_path / "results.json").write_text(json.dumps({"_search": bench.search_settings(6, 2, 1000, 0.01)}))
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "robust_search_nb201.py"), "--out", str(tmp_path),
+                          "--seeds", "0", "--search-epochs", "18", "--warmup-epochs", "16"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 2
+    err = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "searched with" in err[0] and "'search_epochs': 6" in err[0]
+    assert json.loads((tmp_path / "results.json").read_text()) == {"_search": bench.search_settings()}
+
+
+def test_alpha_ranking_sorts_each_edges_ops_by_softmax(tmp_path):
+    import torch
+
+    state = tmp_path / "s.pt"
+    alpha = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0]])
+    torch.save({"model": {"net.arch_params.alpha": alpha, "net.stem.weight": torch.ones(2)}}, state)
+    ranking = _load("robust_search_nb201").alpha_ranking(state, ("none", "skip", "conv"))
+    assert [[op for op, _ in edge] for edge in ranking] == [["skip", "none", "conv"], ["none", "skip", "conv"]]
+    assert sum(w for _, w in ranking[1]) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_alpha_ranking_orders_on_exact_weights_not_rounded_ones(tmp_path):
+    import torch
+
+    state = tmp_path / "s.pt"
+    torch.save({"model": {"net.arch_params.alpha": torch.tensor([[0.0, 1e-6, 0.0]])}}, state)
+    (edge,) = _load("robust_search_nb201").alpha_ranking(state, ("none", "skip", "conv"))
+    assert edge[0][0] == "skip"  # 1e-6 larger: a tie after rounding must not reorder it
