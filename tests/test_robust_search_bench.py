@@ -53,7 +53,8 @@ def test_findings_quotes_the_committed_dsrna_verdict():
 
 def test_search_settings_default_to_the_2026_12_05_run():
     assert _load("robust_search_nb201").search_settings() == {
-        "search_epochs": 6, "warmup_epochs": 2, "search_images": 1000, "cb_eps": 0.01}
+        "search_epochs": 6, "warmup_epochs": 2, "search_images": 1000, "cb_eps": 0.01,
+        "cb_zono": {"eps": 0.001, "examples": 2}}
 
 
 def test_rerun_with_other_search_settings_is_refused_before_any_compute(tmp_path):
