@@ -59,6 +59,11 @@ def pgd_correct(model, x, y, eps: float, steps: int, seed: int = 0):
     return np.concatenate(correct)
 
 
+def best_epoch(pgd: list[float]) -> int:
+    """1-based epoch of the highest accuracy in ``pgd`` (first of ties)."""
+    return max(range(len(pgd)), key=lambda i: (pgd[i], -i)) + 1
+
+
 def gap_interval(best, last, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """Accuracy of ``best`` minus ``last`` (per-image 0/1 on the same images) with a 95% bootstrap interval over images."""
     import numpy as np
@@ -121,7 +126,7 @@ def main() -> None:
                 row["pgd"] = float(correct[(name, seed, e)].mean())
             rows.append(row)
         per_epoch[(name, seed)] = rows
-    best = {seed: max(per_epoch[("pgd-at", seed)], key=lambda r: (r["pgd"], -r["epoch"]))["epoch"] for seed in SEEDS}
+    best = {seed: best_epoch([r["pgd"] for r in per_epoch[("pgd-at", seed)]]) for seed in SEEDS}
     gaps = {seed: gap_interval(correct[("pgd-at", seed, best[seed])], correct[("pgd-at", seed, EPOCHS)]) for seed in SEEDS}
     seconds["eval"] = time.perf_counter() - t0
 

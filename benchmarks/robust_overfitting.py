@@ -41,7 +41,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from cka_robust import ARCH, EPS, EVAL_IMAGES, EVAL_STEPS, STEPS, _ci, gap_interval, pgd_correct, run_cka
+from cka_robust import ARCH, EPS, EVAL_IMAGES, EVAL_STEPS, STEPS, _ci, best_epoch, gap_interval, pgd_correct, run_cka
 
 TRAIN_SIZE, EPOCHS, SEEDS = 500, 40, (0, 1)
 
@@ -61,11 +61,6 @@ def balanced_indices(labels, n: int, num_classes: int = 10) -> list[int]:
             raise ValueError(f"class {c} has {len(idx)} training images, fewer than {per}")
         picked.extend(idx[:per].tolist())
     return sorted(picked)
-
-
-def best_epoch(pgd: list[float]) -> int:
-    """1-based epoch of the highest accuracy in ``pgd`` (first of ties)."""
-    return max(range(len(pgd)), key=lambda i: (pgd[i], -i)) + 1
 
 
 def depth_verdict(robust: dict, control: dict) -> tuple[bool, bool]:
