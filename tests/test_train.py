@@ -55,6 +55,58 @@ def test_schedules():
     assert b(40) == pytest.approx(0.05 ** (40 / 75))
 
 
+def test_step_schedule_is_piecewise_constant():
+    # 40 epochs of 7 iterations: milestones 0.5 and 0.75 fall on iterations 140 and 210 (epochs 21 and 31 start)
+    f = lr_factor(Recipe(epochs=40, schedule="step"), 7)
+    assert [f(t) for t in (0, 139, 140, 209, 210, 279)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    g = lr_factor(Recipe(epochs=10, schedule="step", warmup_epochs=1, lr_milestones=(0.05, 0.3), lr_decay=0.5), 10)
+    assert g(0) == pytest.approx(0.1) and g(9) == pytest.approx(1.0)  # warm-up wins over the milestone at t = 5
+    assert [g(t) for t in (10, 29, 30, 99)] == pytest.approx([0.5, 0.5, 0.25, 0.25])
+    assert Recipe.from_dict(Recipe(schedule="step", lr_milestones=[0.3]).to_dict()).lr_milestones == (0.3,)
+
+
+def test_step_schedule_resumes_with_the_same_lr_sequence():
+    from nasrobust.train.schedule import make_scheduler
+
+    recipe = Recipe(epochs=4, schedule="step", warmup_epochs=0.5, lr_milestones=(0.25, 0.6))
+
+    def lrs(scheduler, optimizer, n):
+        out = []
+        for _ in range(n):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    def fresh():
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+        return make_scheduler(opt, recipe, 10), opt
+
+    sched, opt = fresh()
+    full = lrs(sched, opt, 40)
+    sched, opt = fresh()
+    first = lrs(sched, opt, 17)
+    state = (sched.state_dict(), opt.state_dict())
+    sched, opt = fresh()
+    opt.load_state_dict(state[1])
+    sched.load_state_dict(state[0])
+    assert first + lrs(sched, opt, 23) == full
+    assert full[9] == pytest.approx(0.1) and full[10] == pytest.approx(0.01) and full[24] == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize("bad, phrase", [
+    ({"lr_milestones": (0.75, 0.5)}, "increasing fractions"), ({"lr_milestones": (0.0, 0.5)}, "strictly between 0 and 1"),
+    ({"lr_milestones": (0.5, 1.5)}, "strictly between 0 and 1"), ({"lr_milestones": 0.5}, "must be a list of numbers"),
+    ({"lr_decay": 0.0}, "lr_decay=0.0 must be in"), ({"lr_decay": 2.0}, "lr_decay=2.0 must be in"),
+])
+def test_bad_step_schedules_are_one_line_errors(bad, phrase):
+    with pytest.raises(NasRobustError, match=phrase) as err:
+        Recipe(schedule="step", **bad)
+    assert "\n" not in str(err.value)
+    with pytest.raises(NasRobustError, match="lr_milestones"):
+        Recipe.from_dict({"lr_milestones": "0.5, 0.75"})
+
+
 # ----------------------------------------------------------------------------- adversarial examples
 def _linear_model():
     torch.manual_seed(0)
@@ -101,8 +153,9 @@ def test_standalone_training_learns_and_checkpoints(tmp_path, digits):
     assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 3
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path, digits, monkeypatch):
-    recipe = tiny_recipe(label_smoothing=0.1)
+@pytest.mark.parametrize("options", [{"label_smoothing": 0.1}, {"schedule": "step", "lr_milestones": (0.25, 0.75)}])
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, digits, monkeypatch, options):
+    recipe = tiny_recipe(**options)
     full = train_standalone("bignas", SMALLEST, digits, recipe, tmp_path / "full", progress=False)
 
     original = Trainer._train_epoch
@@ -121,6 +174,31 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, digits, monkeypat
     assert resumed.resumed_from_epoch == 1
     assert resumed.weights_id == full.weights_id
     assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in full.history])
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in full.history]
+
+
+def test_checkpoint_from_before_a_new_recipe_field_still_resumes(tmp_path, digits, monkeypatch):
+    """A run written before ``lr_milestones`` / ``lr_decay`` existed is the same run when they are at their defaults."""
+    recipe = tiny_recipe()
+    original = Trainer._train_epoch
+
+    def dies_in_epoch_two(self, *args, **kwargs):
+        if args[-1] == 1:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_standalone("bignas", SMALLEST, digits, recipe, tmp_path / "old", progress=False)
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    file = checkpoint.checkpoint_path(tmp_path / "old")
+    payload = torch.load(file, map_location="cpu", weights_only=True)
+    for name in ("lr_milestones", "lr_decay"):
+        del payload["meta"]["recipe"][name]
+    torch.save(payload, file)
+    assert train_standalone("bignas", SMALLEST, digits, recipe, tmp_path / "old", progress=False).resumed_from_epoch == 1
+    with pytest.raises(NasRobustError, match="differs in: recipe"):
+        train_standalone("bignas", SMALLEST, digits, tiny_recipe(schedule="step"), tmp_path / "old", progress=False)
 
 
 def test_other_run_in_out_folder_is_refused(tmp_path, digits):

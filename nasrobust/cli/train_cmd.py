@@ -7,6 +7,7 @@ import argparse
 from nasrobust.cli.common import positive_int
 from nasrobust.cli.guard import add_force
 from nasrobust.options import parse_assignments
+from nasrobust.train.recipe import SCHEDULES
 
 
 def _recipe_args(p: argparse.ArgumentParser, teacher: bool = True) -> None:
@@ -17,7 +18,11 @@ def _recipe_args(p: argparse.ArgumentParser, teacher: bool = True) -> None:
     g.add_argument("--lr", type=float)
     g.add_argument("--optimizer", choices=["sgd", "adamw"])
     g.add_argument("--weight-decay", type=float)
-    g.add_argument("--schedule", choices=["cosine", "bignas", "constant"])
+    g.add_argument("--schedule", choices=SCHEDULES, help="lr schedule after warm-up: cosine, bignas (exponential with "
+                   "constant ending), constant, or step (piecewise constant, see --lr-milestones)")
+    g.add_argument("--lr-milestones", type=float, nargs="+", metavar="FRACTION",
+                   help="step schedule: fractions of the run where the lr is multiplied by --lr-decay (default 0.5 0.75)")
+    g.add_argument("--lr-decay", type=float, help="step schedule: factor at each milestone (default 0.1)")
     g.add_argument("--warmup-epochs", type=float)
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--mixup", type=float, help="mixup alpha (0 = off)")
@@ -79,8 +84,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 _RECIPE_KEYS = (
-    "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "warmup_epochs", "label_smoothing",
-    "mixup", "cutmix", "augment", "random_crop", "ema_decay", "kd_teacher", "adversarial", "adv_eps", "adv_steps",
+    "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "lr_milestones", "lr_decay", "warmup_epochs",
+    "label_smoothing", "mixup", "cutmix", "augment", "random_crop", "ema_decay", "kd_teacher", "adversarial", "adv_eps", "adv_steps",
     "adv_alpha", "trades_beta", "amp", "channels_last", "precise_bn", "seed", "num_workers",
     "sandwich_num_random", "sandwich_inplace_distill", "sandwich_reg_largest_only", "sandwich_adv_target",
 )

@@ -63,6 +63,15 @@ def _optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optim
     return torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0)
 
 
+def _with_defaults(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's recipe with the fields added since it was written at their defaults (so an older run of the same
+    recipe still resumes); unchanged if it is not a valid recipe."""
+    try:
+        return Recipe.from_dict(recipe).to_dict()
+    except (NasRobustError, TypeError):
+        return recipe
+
+
 def _autocast_factory(device: torch.device, recipe: Recipe) -> Callable[[], object]:
     if recipe.amp and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -169,6 +178,7 @@ class Trainer:
             if not self.force:
                 raise NasRobustError(f"{ckpt_file} cannot be resumed ({exc}); pass --force to start over") from None
             return None
+        old = dataclasses.replace(old, recipe=_with_defaults(old.recipe))
         if old == self.meta:
             return payload
         if not self.force:

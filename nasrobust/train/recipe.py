@@ -15,7 +15,7 @@ from nasrobust.errors import NasRobustError, UnknownNameError
 from nasrobust.fieldtypes import check_fields
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "bignas", "constant")
+SCHEDULES = ("cosine", "bignas", "constant", "step")
 ADVERSARIAL = ("none", "pgd", "fgsm-rs", "trades")
 AUGMENTS = ("none", "randaugment", "autoaugment")
 
@@ -47,6 +47,10 @@ class Recipe:
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     min_lr_ratio: float = 0.0  # cosine floor / BigNAS constant ending, as a fraction of lr
+    #: ``step`` schedule: the lr is multiplied by ``lr_decay`` at each milestone, given as a fraction of the whole
+    #: run (Rice et al. 2020's piecewise decay at epochs 100 and 150 of 200 by default).
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)
+    lr_decay: float = 0.1
     grad_clip: float | None = None
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha); 0 disables (timm Mixup)
@@ -88,8 +92,24 @@ class Recipe:
             raise NasRobustError("recipe epochs and batch_size must be positive")
         if self.lr <= 0:
             raise NasRobustError(f"recipe lr must be positive, got {self.lr}")
+        self._check_step_schedule()
         if (self.mixup or self.cutmix) and self.batch_size % 2:
             raise NasRobustError("mixup/cutmix need an even batch size")
+
+    def _check_step_schedule(self) -> None:
+        """Milestones: increasing fractions of the run in (0, 1); decay factor in (0, 1]. A list (JSON, CLI) becomes a
+        tuple, so recipes stay hashable and equal to their round trip."""
+        ms = self.lr_milestones
+        example = "e.g. lr_milestones = [0.5, 0.75] (--lr-milestones 0.5 0.75)"
+        if not isinstance(ms, (list, tuple)) or not all(isinstance(m, (int, float)) and not isinstance(m, bool) for m in ms):
+            raise NasRobustError(f"recipe lr_milestones={ms!r} must be a list of numbers, {example}")
+        object.__setattr__(self, "lr_milestones", tuple(float(m) for m in ms))
+        if not all(0 < m < 1 for m in ms) or any(a >= b for a, b in zip(ms, ms[1:])):
+            raise NasRobustError(f"recipe lr_milestones={list(ms)} must be increasing fractions of the run strictly "
+                                 f"between 0 and 1, {example}")
+        if not 0 < self.lr_decay <= 1:
+            raise NasRobustError(f"recipe lr_decay={self.lr_decay} must be in (0, 1], e.g. 0.1 (the lr is multiplied "
+                                 "by it at each milestone)")
 
     @property
     def adv_step_size(self) -> float:
