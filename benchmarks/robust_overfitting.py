@@ -24,10 +24,15 @@ Verdict rules (fixed before the results were seen):
   **does not hold** if it occurred in at least one seed and (a)+(b) hold in none of those;
   **mixed** otherwise; **cannot be tested here** if no seed overfits.
 
-Seeded throughout; runs resume from their folders, so a rerun is bit-identical and costs only
-the evaluation.
+``--schedule step`` (with ``--lr 0.1``) trains with Rice et al.'s (2020) piecewise-constant learning rate
+instead of the ``quick`` preset's cosine: divided by 10 at 50% and 75% of the run (their epochs 100 and 150
+of 200), where robust overfitting shows right after the first decay.
+
+Seeded throughout; runs resume from their folders (one per setting: train size, epochs, eps, steps, and
+schedule / lr where not the preset's), so a rerun is bit-identical and costs only the evaluation.
 
     OMP_NUM_THREADS=1 python benchmarks/robust_overfitting.py [--train-size 500] [--epochs 40] [--seeds 0 1]
+        [--schedule step --lr 0.1]
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
+
+from nasrobust.train.recipe import SCHEDULES
 
 from cka_robust import ARCH, EPS, EVAL_IMAGES, EVAL_STEPS, STEPS, _ci, best_epoch, gap_interval, pgd_correct, run_cka
 
@@ -83,15 +90,25 @@ def summary(overfit: dict[int, bool], holds: dict[int, bool]) -> str:
     return "mixed"
 
 
-def small_pair(train_size: int, epochs: int, eps: float, steps: int):
+def run_key(train_size: int, epochs: int, eps: float, steps: int, schedule: str, lr: float, preset_lr: float) -> str:
+    """The folder name of one setting; schedule and lr appear only where they differ from the ``quick`` preset's
+    (cosine, ``preset_lr``), so the folders of the first runs keep their names."""
+    key = f"n{train_size}-e{epochs}-eps{eps:g}-k{steps}"
+    return key + (f"-{schedule}" if schedule != "cosine" else "") + (f"-lr{lr:g}" if lr != preset_lr else "")
+
+
+def small_pair(train_size: int, epochs: int, eps: float, steps: int, schedule: str = "cosine", lr: float | None = None):
     """cka_robust's standard / PGD-AT pair (PGD-AT with Linf ``eps``, ``steps`` of Madry's 2.5 eps / steps), trained
-    on a class-balanced ``train_size`` subset of the training digits."""
+    on a class-balanced ``train_size`` subset of the training digits with lr ``schedule`` (and ``lr``; None = the
+    preset's)."""
     from torch.utils.data import Subset
 
     from _training_pair import standard_and_pgd
     from nasrobust.data import stack
 
     pair = standard_and_pgd(ARCH, epochs, eps, steps, 2.5 * eps / steps)
+    recipes = {name: r.replace(schedule=schedule, lr=lr) for name, r in pair.recipes.items()}
+    pair = dataclasses.replace(pair, base=recipes["standard"], recipes=recipes)
     _, labels = stack(pair.data.train)
     sub = Subset(pair.data.train, balanced_indices(labels.numpy(), train_size))
     info = dataclasses.replace(pair.data.info, split=pair.data.info.split + f"; train: first {train_size // 10} per class")
@@ -107,6 +124,9 @@ def main() -> None:
     ap.add_argument("--eps", type=float, default=EPS, help="Linf budget of PGD-AT and of the PGD-10 evaluation")
     ap.add_argument("--steps", type=int, default=STEPS, help="PGD-AT steps (of 2.5 eps / steps, Madry's rule)")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    ap.add_argument("--schedule", default="cosine", choices=SCHEDULES,
+                    help="lr schedule (step: /10 at 50%% and 75%% of the run, Rice et al. 2020)")
+    ap.add_argument("--lr", type=float, help="base learning rate (default: the quick preset's)")
     ap.add_argument("--no-cka", action="store_true", help="probe: training and per-epoch accuracy only")
     ap.add_argument("--force", action="store_true", help="overwrite an existing --md report")
     args = ap.parse_args()
@@ -114,6 +134,8 @@ def main() -> None:
         ap.error(f"--train-size must be a multiple of 10 in 10..4000, got {args.train_size}")
     if args.epochs < 2:
         ap.error(f"--epochs must be at least 2, got {args.epochs}")
+    if args.lr is not None and args.lr <= 0:
+        ap.error(f"--lr must be positive, got {args.lr}")
     from _report import emit, refuse_overwrite
     from _training_pair import train_runs
 
@@ -122,11 +144,13 @@ def main() -> None:
 
     from nasrobust import checkpoint
     from nasrobust.data import stack
+    from nasrobust.train.recipe import get_preset
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     load_before, wall0, cpu0 = os.getloadavg(), time.perf_counter(), os.times()
-    out = Path(args.out) / f"n{args.train_size}-e{args.epochs}-eps{args.eps:g}-k{args.steps}"
-    pair = small_pair(args.train_size, args.epochs, args.eps, args.steps)
+    pair = small_pair(args.train_size, args.epochs, args.eps, args.steps, args.schedule, args.lr)
+    out = Path(args.out) / run_key(args.train_size, args.epochs, args.eps, args.steps, args.schedule, pair.base.lr,
+                                   get_preset("quick").lr)
     runs, train_seconds = train_runs(pair, out, args.seeds)
     seconds = {"train": train_seconds, "eval": 0.0, "cka": 0.0}
 
@@ -173,16 +197,26 @@ def main() -> None:
     emit(report(args, pair, per_epoch, best, gaps, train_pgd, cka, seconds, (load_before, load_after)), args.md)
 
 
+def schedule_text(recipe) -> str:
+    """The lr schedule in words, e.g. 'step: x0.1 at 50% and 75% of the run'."""
+    if recipe.schedule != "step":
+        return recipe.schedule
+    return f"step: x{recipe.lr_decay:g} at " + " and ".join(f"{m:.0%}" for m in recipe.lr_milestones) + " of the run"
+
+
 def report(args, pair, per_epoch, best, gaps, train_pgd, cka, seconds, load) -> list[str]:
     seeds, epochs = args.seeds, args.epochs
     cmd = (f"OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/robust_overfitting.py --train-size {args.train_size} "
-           f"--epochs {epochs} --eps {args.eps:g} --steps {args.steps} --seeds {' '.join(map(str, seeds))}" + (" --no-cka" if args.no_cka else ""))
+           f"--epochs {epochs} --eps {args.eps:g} --steps {args.steps}"
+           + (f" --schedule {args.schedule}" if args.schedule != "cosine" else "")
+           + (f" --lr {args.lr:g}" if args.lr is not None else "")
+           + f" --seeds {' '.join(map(str, seeds))}" + (" --no-cka" if args.no_cka else ""))
     lines = [
         "# Robust overfitting on a small training set, and which layers it moves (mnist5k)",
         "",
         f"Architecture `{ARCH}` ({pair.cost.params / 1e3:.0f}k params, the network of `cka_robust.md`), preset `quick` "
         f"with {epochs} epochs (batch {pair.base.batch_size}, lr {pair.base.lr}, weight decay "
-        f"{pair.base.weight_decay}, cosine), trained on a class-balanced subset of {args.train_size} mnist5k training "
+        f"{pair.base.weight_decay}, {schedule_text(pair.base)}, warm-up {pair.base.warmup_epochs:g} epochs), trained on a class-balanced subset of {args.train_size} mnist5k training "
         f"digits (the first {args.train_size // 10} of each class) with seeds {', '.join(map(str, seeds))}, every "
         f"epoch's weights kept. PGD-AT: Linf eps {args.eps:g}, {args.steps} steps of {2.5 * args.eps / args.steps:.4f}, "
         f"random start (`cka_robust.md`: eps {EPS}, {STEPS} steps); the standard control is identical but for PGD-AT (same seed = same initial weights and "
@@ -266,7 +300,7 @@ def report(args, pair, per_epoch, best, gaps, train_pgd, cka, seconds, load) -> 
            "mixed": f"robust overfitting ({gap_text}); the depth criterion holds in seed(s) "
                     f"{', '.join(str(s) for s in seeds if holds.get(s))} only"}[verdict]
     lines.append(f"**Summary verdict:** deeper layers are hit hardest by robust overfitting: **{verdict}** "
-                 f"({args.train_size} training digits, {epochs} epochs): {why}.")
+                 f"({args.train_size} training digits, {epochs} epochs, {pair.base.schedule} schedule): {why}.")
     return lines
 
 

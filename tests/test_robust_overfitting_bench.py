@@ -71,9 +71,18 @@ def test_summary_rule(overfit, holds, expected):
     assert _load().summary(overfit, holds) == expected
 
 
+def test_run_key_names_schedule_and_lr_only_where_not_the_presets():
+    bench = _load()
+    assert bench.run_key(500, 40, 0.1, 3, "cosine", 0.05, 0.05) == "n500-e40-eps0.1-k3"  # the first runs' folders
+    assert bench.run_key(500, 60, 0.1, 3, "step", 0.1, 0.05) == "n500-e60-eps0.1-k3-step-lr0.1"
+    assert bench.run_key(500, 60, 0.1, 3, "step", 0.05, 0.05) == "n500-e60-eps0.1-k3-step"
+    assert bench.run_key(500, 60, 0.1, 3, "cosine", 0.1, 0.05) == "n500-e60-eps0.1-k3-lr0.1"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--train-size", "25"], "--train-size must be a multiple of 10 in 10..4000, got 25"),
     (["--epochs", "1"], "--epochs must be at least 2, got 1"),
+    (["--lr", "0"], "--lr must be positive, got 0.0"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, args, message):
     r = subprocess.run([sys.executable, str(BENCH / "robust_overfitting.py"), *args, "--md", str(tmp_path / "r.md")],
