@@ -395,6 +395,10 @@ class Study:
         text = self.config.to_toml()
         if self.config_file.exists():
             previous = StudyConfig.from_toml(self.config_file)
+            from nasrobust.train.recipe import stored_recipe
+
+            if previous.recipe:  # written resolved: a full recipe, less the fields added since
+                previous = dataclasses.replace(previous, recipe=stored_recipe(previous.recipe))
             old, new = (_plain({k: v for k, v in dataclasses.asdict(c).items() if k not in RUN_SETTINGS})
                         for c in (previous, self.config))
             if old == new:  # the same study; run settings (workers) may differ

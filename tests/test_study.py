@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tomllib
 import sys
@@ -133,6 +134,20 @@ def test_a_folder_holds_one_study(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "n: 5 -> 6" in err and "--config" in err
+
+
+def test_a_study_written_before_new_recipe_fields_is_the_same_study(tmp_path):
+    from nasrobust.study import Study
+
+    config = StudyConfig(space="nb201", n=5, dataset="digits", out=str(tmp_path / "s"))
+    Study(config, progress=False)._write_config()
+    file = tmp_path / "s" / "config.toml"
+    text = file.read_text()
+    old = re.sub(r"lr_milestones = \[[^\]]*\]\n", "", text).replace("lr_decay = 0.1\n", "")
+    assert "lr_milestones" in text and "lr_" not in old.replace("lr_ratio", "")  # the fields the old code lacked
+    file.write_text(old)
+    Study(config, progress=False)._write_config()  # no "holds a study with other settings"
+    assert "lr_milestones" in file.read_text()
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ from nasrobust.data import ImageData
 from nasrobust.determinism import deterministic_kernels
 from nasrobust.errors import NasRobustError
 from nasrobust.train.augment import BatchAugment
-from nasrobust.train.recipe import Recipe
+from nasrobust.train.recipe import Recipe, stored_recipe
 from nasrobust.train.schedule import make_scheduler
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,6 @@ def _optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optim
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     return torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0)
-
-
-def _with_defaults(recipe: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's recipe with the fields added since it was written at their defaults (so an older run of the same
-    recipe still resumes); unchanged if it is not a valid recipe."""
-    try:
-        return Recipe.from_dict(recipe).to_dict()
-    except (NasRobustError, TypeError):
-        return recipe
 
 
 def _autocast_factory(device: torch.device, recipe: Recipe) -> Callable[[], object]:
@@ -178,7 +169,7 @@ class Trainer:
             if not self.force:
                 raise NasRobustError(f"{ckpt_file} cannot be resumed ({exc}); pass --force to start over") from None
             return None
-        old = dataclasses.replace(old, recipe=_with_defaults(old.recipe))
+        old = dataclasses.replace(old, recipe=stored_recipe(old.recipe))
         if old == self.meta:
             return payload
         if not self.force:

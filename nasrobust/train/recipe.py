@@ -139,6 +139,15 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
 
+def stored_recipe(data: dict[str, Any]) -> dict[str, Any]:
+    """A recipe as stored by a run (checkpoint, study config) with the fields added since it was written at their
+    defaults, so an earlier run of the same recipe still compares equal; unchanged if it is not a valid recipe."""
+    try:
+        return Recipe.from_dict(data).to_dict()
+    except (NasRobustError, TypeError):
+        return dict(data)
+
+
 #: Documented presets. ``quick`` is sized for a 2-core CPU on mnist5k (minutes, not hours).
 PRESETS: dict[str, Recipe] = {
     # CPU-sized: ten epochs of SGD with cosine decay on 28-px digits (~630 sandwich steps on mnist5k).
