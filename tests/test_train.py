@@ -259,3 +259,10 @@ def test_finetuning_from_a_supernet_with_its_largest_subnet_as_teacher(tmp_path,
         if isinstance(a, nn.BatchNorm2d):
             torch.testing.assert_close(a.running_mean, b.running_mean)
             torch.testing.assert_close(a.running_var, b.running_var)
+
+
+def test_logged_lr_is_the_rate_the_epoch_ran_at(tmp_path, digits):
+    """The log's lr is the rate of the epoch's last step, not the next epoch's (the scheduler steps after each step)."""
+    recipe = tiny_recipe(schedule="step", lr_milestones=(0.5,), warmup_epochs=0.0)
+    result = train_standalone("bignas", SMALLEST, digits, recipe, tmp_path / "run", progress=False)
+    assert [r["lr"] for r in result.history] == pytest.approx([0.1, 0.01])

@@ -229,7 +229,7 @@ class Trainer:
                 loader.sampler.set_epoch(epoch)
             t0 = time.time()
             stats = self._train_epoch(train_model, loader, optimizer, scheduler, scaler, ema, augment, epoch)
-            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats, "seconds": round(time.time() - t0, 2)}
+            row = {"epoch": epoch + 1, **stats, "seconds": round(time.time() - t0, 2)}
             final_model = ema.module if ema is not None else self.model
             if self.evaluate is not None and distributed.is_main():
                 row.update(self.evaluate(final_model))
@@ -264,7 +264,9 @@ class Trainer:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.recipe.epochs}", disable=not self.progress, leave=False, dynamic_ncols=True)
         cuda = self.device.type == "cuda"
         channels_last = cuda and self.recipe.channels_last
+        lr = optimizer.param_groups[0]["lr"]
         for i, (x, y) in enumerate(bar):
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after the step)
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             if channels_last:
@@ -292,7 +294,7 @@ class Trainer:
         bar.close()
         self._check_finite(float(loss_sum), epoch)  # CUDA: once per epoch, before this epoch's checkpoint
         loss_total, correct_total, count_total = distributed.all_sum([float(loss_sum), int(correct), count])
-        return {"train_loss": loss_total / count_total, "train_acc": correct_total / count_total}
+        return {"lr": lr, "train_loss": loss_total / count_total, "train_acc": correct_total / count_total}
 
     def _check_finite(self, loss: float, epoch: int) -> None:
         if not math.isfinite(loss):
