@@ -305,15 +305,19 @@ def paired_markdown(results: dict, seeds: list[int], a_lr: float = A_LR) -> list
     return lines
 
 
+SHORT_OPS = {"nor_conv_3x3": "conv3", "nor_conv_1x1": "conv1", "avg_pool_3x3": "pool", "skip_connect": "skip"}
+
+
 def alpha_markdown(results: dict, seeds: list[int], methods: tuple[str, ...]) -> list[str]:
-    """Per differentiable run: how far its alphas moved (``alpha_movement``) and its top op per edge."""
+    """Per differentiable run: how far its alphas moved (``alpha_movement``) and its top op per edge (edges in
+    encoding order)."""
     lines = ["| method | seed | max softmax weight per edge: mean | max | top op per edge (weight) |", "|---|---|---|---|---|"]
     for method in methods:
         for seed in seeds:
             ranking = results.get(f"{method}/s{seed}", {}).get("search", {}).get("alpha_ranking")
             if ranking:
                 m = alpha_movement(ranking)
-                tops = ", ".join(f"{edge[0][0]} {edge[0][1]:.3f}" for edge in ranking)
+                tops = ", ".join(f"{SHORT_OPS.get(edge[0][0], edge[0][0])} {edge[0][1]:.3f}" for edge in ranking)
                 lines.append(f"| {method} | {seed} | {m['max_softmax_mean']:.3f} | {m['max_softmax_max']:.3f} | {tops} |")
     return lines
 
