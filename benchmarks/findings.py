@@ -224,16 +224,22 @@ def robarch_section(body: list[str]) -> list[str]:
             "verdicts:", "", *body]
 
 
+DSRNA_RUN = "## Alphas that move"  # the robust_search_nb201.md section of its latest run, whose tables are quoted
+
+
 def dsrna_cited() -> tuple[str, list[str]]:
-    """The verdict of robust_search_nb201.md (its ``**Summary verdict:**`` line), and, quoted, its per-method
-    table, its paired per-seed comparison and its verdict section (measured there, not rerun here)."""
+    """The verdict of robust_search_nb201.md (its ``**Summary verdict:**`` line), and, quoted, the per-method
+    table, the paired per-seed comparison and the alpha-movement table of its latest run (section ``DSRNA_RUN``:
+    the searches at an alpha lr that moves the alphas), then its verdict section (measured there, not rerun here)."""
     lines = (HERE / "robust_search_nb201.md").read_text().splitlines()
+    run = lines[next(i for i, line in enumerate(lines) if line.startswith(DSRNA_RUN)):]
     start = lines.index("## Verdict") + 1
     end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
     verdict = [line for line in lines[start:end] if not line.startswith("**Summary verdict:**")]
     while verdict and not verdict[0].strip():
         verdict.pop(0)
-    body = md_table(lines, "| method | seeds") + [""] + md_table(lines, "| metric | comparison") + [""] + verdict
+    body = (md_table(run, "| method | seeds") + [""] + md_table(run, "| metric | comparison") + [""]
+            + md_table(run, "| method | seed | max softmax") + [""] + verdict)
     return summary_verdict(lines), body
 
 
@@ -242,11 +248,12 @@ def dsrna_section(body: list[str]) -> list[str]:
     return ["## 4. DSRNA — cited from `robust_search_nb201.md`", "",
             "Measured by `OMP_NUM_THREADS=1 python benchmarks/robust_search_nb201.py` (nb201 cells searched on mnist5k "
             "by random search with weight sharing, DARTS, DSRNA-Jacobian and DSRNA-CB with its normalised "
-            "certified-margin regulariser, the same supernet weight steps per seed and, for the three differentiable "
-            "methods, the same weights-only warm-up and alpha steps (its options as stated there); each found cell "
-            "re-trained stand-alone and scored on the min-norm and crown-zono radii; not rerun here; seeds as stated "
-            "there). "
-            "Its tables and verdict:", "", *body]
+            "certified-margin regulariser (CROWN-IBP, or crown-zono on 2 images per alpha step: `dsrna-cb-zono`), the "
+            "same supernet weight steps per seed and, for the differentiable methods, the same weights-only warm-up "
+            "and alpha steps (its options as stated there); each found cell re-trained stand-alone and scored on the "
+            "min-norm and crown-zono radii; not rerun here; seeds as stated there). "
+            "The tables of its latest run (the differentiable searches at an alpha lr large enough to move the "
+            "alphas away from uniform; its earlier runs are in the md), then its verdict:", "", *body]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,10 @@ and the crown-zono certified Linf radius distribution on the first ``--cert-imag
 architecture of the first seed). The summary pairs DSRNA-{CB, Jacobian} with DARTS and random per
 seed (exact sign-flip p). Results go to ``OUT/results.json``; every finished search, training and
 evaluation is skipped on rerun (the script is resumable; a rerun with other search or scoring options fails).
-Each differentiable search also records its per-epoch trajectory and the final alphas' op ranking per edge.
+Each differentiable search also records its per-epoch trajectory, the final alphas' op ranking per edge and how
+far the alphas moved from uniform (``alpha_movement``). ``--a-lr`` sets the differentiable methods' alpha lr; runs at
+another lr than the default live beside the default ones in the same OUT, as ``METHOD@alrA_LR`` (``run_label``), and
+share its random-search runs (random search has no alphas).
 
     OMP_NUM_THREADS=1 python benchmarks/robust_search_nb201.py --out bench_out/robust_search --seeds 0 1 2 \
         --search-epochs 18 --warmup-epochs 16
@@ -51,6 +54,7 @@ CB_EPS = 0.01  # DSRNA-CB's CROWN-IBP margin radius (--cb-eps)
 # of each architecture batch, at an eps where most of the trained supernet's margins are certified.
 METHODS = ("darts", "dsrna-jacobian", "dsrna-cb", "dsrna-cb-zono")
 CB_TIGHT_EPS, CB_TIGHT_EXAMPLES = 0.001, 2
+A_LR = SEARCH["a_lr"]  # the alpha (Adam) lr of every differentiable method unless --a-lr says otherwise
 RS_CANDIDATES = 20
 BUILD = {"channels": 8, "cells_per_stage": 1}
 N_EVAL = 300
@@ -75,18 +79,33 @@ def alpha_ranking(state: Path, ops: tuple[str, ...]) -> list[list[tuple[str, flo
     return out
 
 
-def search_diff(method: str, seed: int, out: Path, settings: dict) -> dict:
+def run_label(method: str, a_lr: float = A_LR) -> str:
+    """The name of ``method``'s runs at alpha lr ``a_lr`` in ``results.json`` (``LABEL/sSEED``) and its state files
+    (``LABEL_sSEED.pt``): the method's name at the default ``A_LR`` (the runs made before ``--a-lr`` existed keep
+    their keys), ``METHOD@alrA_LR`` otherwise; random search has no alphas, so its runs serve every ``a_lr``."""
+    return method if method == "random" or a_lr == A_LR else f"{method}@alr{a_lr:g}"
+
+
+def alpha_movement(ranking: list[list[tuple[str, float]]]) -> dict[str, float]:
+    """How far a search moved its alphas from uniform: the largest ``softmax(alpha)`` weight of each edge (its
+    derived op's; ``1 / n_ops`` when uniform), averaged and maximised over the edges (from ``alpha_ranking``)."""
+    top = [edge[0][1] for edge in ranking]
+    return {"max_softmax_mean": float(np.mean(top)), "max_softmax_max": float(max(top))}
+
+
+def search_diff(method: str, seed: int, out: Path, settings: dict, a_lr: float = A_LR) -> dict:
     extra = {"dsrna-cb": {"cb_eps": settings["cb_eps"]},
              "dsrna-cb-zono": {"cb_eps": settings["cb_zono"]["eps"], "bound_method": "crown-zono",
                                "cb_examples": settings["cb_zono"]["examples"]}}.get(method, {})
-    s = create_searcher("dsrna-cb" if method == "dsrna-cb-zono" else method, "nb201", None, budget=settings["search_epochs"], seed=seed, **SEARCH,
+    s = create_searcher("dsrna-cb" if method == "dsrna-cb-zono" else method, "nb201", None, budget=settings["search_epochs"], seed=seed, **(SEARCH | {"a_lr": a_lr}),
                         n_train=settings["search_images"], warmup_epochs=settings["warmup_epochs"], **extra)
     t0 = time.perf_counter()
-    state = out / f"{method}_s{seed}.pt"
+    state = out / f"{run_label(method, a_lr)}_s{seed}.pt"
     r = s.run(state)
     found = {"encoding": r.best.encoding, "values": list(r.best.values), "search_seconds": time.perf_counter() - t0,
-             "trajectory": [list(e.values) for e in r.trajectory]}
+             "trajectory": [list(e.values) for e in r.trajectory], "a_lr": a_lr}
     found["alpha_ranking"] = alpha_ranking(state, sys.modules[type(get_space("nb201")).__module__].OP_NAMES)
+    found["alpha_movement"] = alpha_movement(found["alpha_ranking"])
     return found
 
 
@@ -213,11 +232,12 @@ METRICS = (("clean", "clean acc", 3), ("pgd_linf_0.1", "PGD-20 acc @0.1", 3),
            ("cert_acc_0.003", "certified acc @0.003", 3), ("corruption_acc", "corruption acc", 3), ("mce", "mCE", 3))
 
 
-def summary_markdown(results: dict, seeds: list[int]) -> list[str]:
-    """Per-method mean, sample std and range over seeds, then every seed's architecture and scores."""
+def summary_markdown(results: dict, seeds: list[int], methods: tuple[str, ...] = ("random",) + METHODS) -> list[str]:
+    """Per-method mean, sample std and range over seeds, then every seed's architecture and scores (``methods``:
+    run labels, ``run_label``)."""
     lines = ["| method | seeds | " + " | ".join(f"{label} mean ± std [min, max]" for _, label, _ in METRICS)
              + " | search s (mean) |", "|---|---|" + "---|" * len(METRICS) + "---|"]
-    for method in ("random",) + METHODS:
+    for method in methods:
         done = [results[k] for k in (f"{method}/s{s}" for s in seeds) if k in results and "eval" in results[k]]
         if not done:
             continue
@@ -230,7 +250,7 @@ def summary_markdown(results: dict, seeds: list[int]) -> list[str]:
         lines.append(f"| {method} | {len(done)} | " + " | ".join(cells) + f" | {secs:.0f} |")
     lines += ["", "| method | seed | architecture | " + " | ".join(label for _, label, _ in METRICS)
               + " | min-norm [q25, q75] | crown-zono [q25, q75] |", "|---|---|---|" + "---|" * (len(METRICS) + 2)]
-    for method in ("random",) + METHODS:
+    for method in methods:
         for seed in seeds:
             r = results.get(f"{method}/s{seed}", {})
             if "eval" not in r:
@@ -254,11 +274,12 @@ def sign_flip_p(diffs: list[float]) -> float:
     return sum(m >= observed - 1e-15 for m in means) / len(means)
 
 
-def paired(results: dict, seeds: list[int], key: str) -> list[dict]:
-    """DSRNA-{CB, Jacobian} minus {DARTS, random} on ``key``, paired by seed (same data, same search budget)."""
+def paired(results: dict, seeds: list[int], key: str, a_lr: float = A_LR) -> list[dict]:
+    """DSRNA-{CB, Jacobian} minus {DARTS, random} on ``key``, paired by seed (same data, same search budget); the
+    differentiable methods' runs at alpha lr ``a_lr``."""
     out = []
-    for method in ("dsrna-cb", "dsrna-cb-zono", "dsrna-jacobian"):
-        for base in ("darts", "random"):
+    for method in (run_label(m, a_lr) for m in ("dsrna-cb", "dsrna-cb-zono", "dsrna-jacobian")):
+        for base in (run_label("darts", a_lr), "random"):
             pairs = [(results[f"{method}/s{s}"]["eval"][key], results[f"{base}/s{s}"]["eval"][key]) for s in seeds
                      if "eval" in results.get(f"{method}/s{s}", {}) and "eval" in results.get(f"{base}/s{s}", {})]
             diffs = [a - b for a, b in pairs if a is not None and b is not None]
@@ -270,17 +291,34 @@ def paired(results: dict, seeds: list[int], key: str) -> list[dict]:
     return out
 
 
-def paired_markdown(results: dict, seeds: list[int]) -> list[str]:
+def paired_markdown(results: dict, seeds: list[int], a_lr: float = A_LR) -> list[str]:
     lines = ["| metric | comparison | per-seed difference | mean ± std | seeds higher / tied | one-sided sign-flip p |",
              "|---|---|---|---|---|---|"]
     for key, label, d in METRICS:
         if key not in ("cert_median", "minnorm_median", "cert_acc_0.003"):
             continue
-        for c in paired(results, seeds, key):
+        for c in paired(results, seeds, key, a_lr):
             lines.append(f"| {label} | {c['method']} - {c['baseline']} | "
                          + ", ".join(f"{x:+.{d}f}" for x in c["diffs"])
                          + f" | {c['mean']:+.{d}f} ± {fmt(c['std'] if len(c['diffs']) > 1 else None, d)} | {c['wins']} / {c['ties']} of "
                          f"{len(c['diffs'])} | {c['p']:.3f} |")
+    return lines
+
+
+SHORT_OPS = {"nor_conv_3x3": "conv3", "nor_conv_1x1": "conv1", "avg_pool_3x3": "pool", "skip_connect": "skip"}
+
+
+def alpha_markdown(results: dict, seeds: list[int], methods: tuple[str, ...]) -> list[str]:
+    """Per differentiable run: how far its alphas moved (``alpha_movement``) and its top op per edge (edges in
+    encoding order)."""
+    lines = ["| method | seed | max softmax weight per edge: mean | max | top op per edge (weight) |", "|---|---|---|---|---|"]
+    for method in methods:
+        for seed in seeds:
+            ranking = results.get(f"{method}/s{seed}", {}).get("search", {}).get("alpha_ranking")
+            if ranking:
+                m = alpha_movement(ranking)
+                tops = ", ".join(f"{SHORT_OPS.get(edge[0][0], edge[0][0])} {edge[0][1]:.3f}" for edge in ranking)
+                lines.append(f"| {method} | {seed} | {m['max_softmax_mean']:.3f} | {m['max_softmax_max']:.3f} | {tops} |")
     return lines
 
 
@@ -296,8 +334,15 @@ def main() -> None:
     p.add_argument("--search-images", type=int, default=N_TRAIN,
                    help="first N mnist5k training images of the search (half weights, half alphas)")
     p.add_argument("--cb-eps", type=float, default=CB_EPS, help="DSRNA-CB's CROWN-IBP margin radius (Linf)")
+    p.add_argument("--a-lr", type=float, default=A_LR,
+                   help="alpha (Adam) lr of every differentiable method; runs at another lr than the default are "
+                        "kept apart in --out as METHOD@alrA_LR (random search has no alphas: its runs are shared)")
+    p.add_argument("--methods", nargs="+", choices=("random",) + METHODS, default=list(("random",) + METHODS),
+                   help="the methods to search (and then score); default all")
     p.add_argument("--search-only", action="store_true", help="stop after the searches (re-training and scoring later)")
     args = p.parse_args()
+    if not args.a_lr > 0:
+        p.error(f"--a-lr must be positive, got {args.a_lr}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -317,12 +362,13 @@ def main() -> None:
         path.write_text(json.dumps(results, indent=2))
 
     for seed in args.seeds:
-        for method in ("random",) + METHODS:
-            key = f"{method}/s{seed}"
+        for method in args.methods:
+            key = f"{run_label(method, args.a_lr)}/s{seed}"
             if key in results and "search" in results[key]:
                 continue
             log.info("search %s", key)
-            found = search_random_ws(seed, searching) if method == "random" else search_diff(method, seed, out, searching)
+            found = (search_random_ws(seed, searching) if method == "random"
+                     else search_diff(method, seed, out, searching, args.a_lr))
             results[key] = {"search": found}
             save()
     if args.search_only:
@@ -333,6 +379,10 @@ def main() -> None:
     data = load_dataset("mnist5k")
     store = open_results(out / "results.db", create=True)
     ref_key = f"random/s{args.seeds[0]}"
+    if ref_key not in results:
+        print(f"error: the mCE reference {ref_key} is not searched in {out}; add random to --methods or pass "
+              "--search-only", file=sys.stderr)
+        raise SystemExit(2)
     order = [ref_key] + [k for k in results if k != ref_key and not k.startswith("_")]
     reference = None
     results["_settings"] = settings
@@ -349,7 +399,9 @@ def main() -> None:
             results[key]["eval"] = evaluate(encoding, trained, out, store, data, reference, args.cert_images)
             results[key]["eval"]["seconds"] = time.perf_counter() - t0
             save()
-    print("\n".join(summary_markdown(results, args.seeds) + [""] + paired_markdown(results, args.seeds)))
+    labels = tuple(run_label(m, args.a_lr) for m in ("random",) + METHODS)
+    print("\n".join(summary_markdown(results, args.seeds, labels) + [""] + paired_markdown(results, args.seeds, args.a_lr)
+                    + [""] + alpha_markdown(results, args.seeds, labels[1:])))
 
 
 if __name__ == "__main__":

@@ -91,3 +91,72 @@ def test_alpha_ranking_orders_on_exact_weights_not_rounded_ones(tmp_path):
     torch.save({"model": {"net.arch_params.alpha": torch.tensor([[0.0, 1e-6, 0.0]])}}, state)
     (edge,) = _load("robust_search_nb201").alpha_ranking(state, ("none", "skip", "conv"))
     assert edge[0][0] == "skip"  # 1e-6 larger: a tie after rounding must not reorder it
+
+
+def test_run_label_keeps_default_a_lr_runs_under_their_old_names_and_random_shared():
+    bench = _load("robust_search_nb201")
+    assert bench.run_label("darts") == bench.run_label("darts", bench.A_LR) == "darts"
+    assert bench.run_label("dsrna-cb-zono", 0.03) == "dsrna-cb-zono@alr0.03"
+    assert bench.run_label("darts", 0.03) != bench.run_label("darts", 0.01)
+    assert bench.run_label("random", 0.03) == "random"  # no alphas: one random run serves every a_lr
+
+
+@pytest.mark.parametrize("method", ["darts", "dsrna-jacobian", "dsrna-cb", "dsrna-cb-zono"])
+def test_a_lr_reaches_every_differentiable_searchers_options_and_names_its_state_file(tmp_path, monkeypatch, method):
+    from nasrobust.search import create_searcher
+
+    bench = _load("robust_search_nb201")
+    made = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(name, space, objective, **kwargs):
+        made["searcher"] = create_searcher(name, space, objective, **kwargs)
+
+        class Run:
+            def run(self, state):
+                made["state"] = state
+                raise Stop
+
+        return Run()
+
+    monkeypatch.setattr(bench, "create_searcher", fake)
+    with pytest.raises(Stop):
+        bench.search_diff(method, 1, tmp_path, bench.search_settings(18, 16), a_lr=0.03)
+    assert made["searcher"].options.a_lr == 0.03
+    assert made["state"] == tmp_path / f"{method}@alr0.03_s1.pt"
+    with pytest.raises(Stop):
+        bench.search_diff(method, 1, tmp_path, bench.search_settings(18, 16))
+    assert made["searcher"].options.a_lr == bench.A_LR == 3e-3
+    assert made["state"] == tmp_path / f"{method}_s1.pt"
+
+
+def test_alpha_movement_is_the_top_weight_per_edge_averaged_and_maximised():
+    ranking = [[("conv", 0.6), ("none", 0.1)], [("skip", 0.2), ("none", 0.2)]]
+    assert _load("robust_search_nb201").alpha_movement(ranking) == pytest.approx(
+        {"max_softmax_mean": 0.4, "max_softmax_max": 0.6})
+
+
+def test_paired_at_another_a_lr_compares_its_runs_with_darts_at_that_lr_and_the_shared_random():
+    bench = _load("robust_search_nb201")
+
+    def entry(v: float) -> dict:
+        return {"search": {"encoding": "nb201:x", "search_seconds": 1.0}, "eval": {"cert_median": v}}
+
+    results = {"dsrna-cb-zono@alr0.03/s0": entry(0.5), "darts@alr0.03/s0": entry(0.2), "darts/s0": entry(0.9),
+               "dsrna-cb-zono/s0": entry(0.0), "random/s0": entry(0.1)}
+    rows = bench.paired(results, [0], "cert_median", 0.03)
+    assert [(r["method"], r["baseline"], r["diffs"]) for r in rows] == [
+        ("dsrna-cb-zono@alr0.03", "darts@alr0.03", pytest.approx([0.3])),
+        ("dsrna-cb-zono@alr0.03", "random", pytest.approx([0.4]))]
+
+
+def test_non_positive_a_lr_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "robust_search_nb201.py"), "--out", str(tmp_path),
+                          "--a-lr", "0"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 2 and "--a-lr must be positive" in run.stderr
+    assert not (tmp_path / "results.json").exists()
