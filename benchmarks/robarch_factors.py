@@ -13,7 +13,9 @@ order), and scored on the same test digits:
   from the last stage into stages 1-3: deeper and narrower in capacity per block);
 - kernel: 3x3 -> 5x5, paid for by narrower widths in every stage (stage depths 3-4-6-1 in both);
 - SE and depth again with SiLU throughout: the ReLU reference stayed near chance after its epoch on both seeds,
-  so those two pairs compared trainability; on the SiLU network (which learns) they compare robustness.
+  so those two pairs compared trainability; on the SiLU network (which learns) they compare robustness. The three
+  ReLU-based factors were also re-run for longer (``--epochs 3 --factors activation SE "depth vs width"``: after 2
+  epochs the ReLU reference was still below 50% clean on seed 0), see robarch_factors.md.
 
 Training: mnist5k (4,000 digits), preset ``quick`` for ``EPOCHS`` epoch(s) (batch ``BATCH``, warm-up ``WARMUP``), Madry PGD-AT at Linf eps 0.1 (the
 study's CPU-protocol radius; ``STEPS`` steps of 2.5 eps / steps, random start), seeds ``SEEDS``. Scoring, per
