@@ -203,12 +203,27 @@ def summary_verdict(lines: list[str]) -> str:
     return line.removeprefix("**Summary verdict:**").strip()
 
 
-def robarch_cited() -> tuple[str, list[str]]:
-    """The verdict of robarch_factors.md (its ``**Summary verdict:**`` line), and, quoted, its design, per-seed
-    results and verdict tables (measured there, not rerun here)."""
-    lines = (HERE / "robarch_factors.md").read_text().splitlines()
-    body = (md_table(lines, "| factor | reference") + [""] + md_table(lines, "| factor | seed") + [""]
-            + md_table(lines, "| factor | published direction"))
+def md_tables(lines: list[str], header: str) -> list[tuple[str, list[str]]]:
+    """Every Markdown table of ``lines`` whose header row starts with ``header``, each with the ``## `` heading it
+    sits under ("" before the first heading)."""
+    found, heading = [], ""
+    for i, line in enumerate(lines):
+        if line.startswith("## "):
+            heading = line.removeprefix("## ").strip()
+        elif line.startswith(header) and (i == 0 or not lines[i - 1].startswith("|")):
+            found.append((heading, md_table(lines[i:], header)))
+    return found
+
+
+def robarch_cited(md: Path = HERE / "robarch_factors.md") -> tuple[str, list[str]]:
+    """The verdict of robarch_factors.md (its ``**Summary verdict:**`` line), and, quoted, its design table and
+    every per-seed results and verdict table, each under its heading (one run per training length; measured
+    there, not rerun here)."""
+    lines = md.read_text().splitlines()
+    body = md_table(lines, "| factor | reference")
+    for header in ("| factor | seed", "| factor | published direction"):
+        for heading, table in md_tables(lines, header):
+            body += ["", f"*{heading}:*", "", *table]
     return summary_verdict(lines), body
 
 
@@ -219,9 +234,11 @@ def robarch_section(body: list[str]) -> list[str]:
             "its factors at 26M / 46M / 104M parameters with ImageNet PGD-AT, out of reach on this CPU; the small-scale "
             "test instead trains, per factor, a pair of robarch-small networks (~1.5M parameters) that differ in that "
             "factor only, within 5% in parameters (a factor that costs parameters is paid for by a narrower width), "
-            "with the same PGD-AT recipe and seed, 2 seeds, 1 epoch, and compares them per test digit on the min-norm Linf "
-            "radius (95% bootstrap CI over digits; a verdict needs both seeds to agree). Its design, results and "
-            "verdicts:", "", *body]
+            "with the same PGD-AT recipe and seed, 2 seeds, and compares them per test digit on the min-norm Linf "
+            "radius (95% bootstrap CI over digits; a verdict needs both seeds to agree). Every factor was trained for "
+            "1 epoch; the ReLU networks stayed near chance there, so the ReLU-based factors were trained again for "
+            "longer (epoch count in the headings below), and each factor's verdict is taken from a run in which both "
+            "of its networks learned. Its design, results and verdicts:", "", *body]
 
 
 DSRNA_RUN = "## Alphas that move"  # the robust_search_nb201.md section of its latest run, whose tables are quoted

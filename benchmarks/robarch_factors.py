@@ -13,7 +13,9 @@ order), and scored on the same test digits:
   from the last stage into stages 1-3: deeper and narrower in capacity per block);
 - kernel: 3x3 -> 5x5, paid for by narrower widths in every stage (stage depths 3-4-6-1 in both);
 - SE and depth again with SiLU throughout: the ReLU reference stayed near chance after its epoch on both seeds,
-  so those two pairs compared trainability; on the SiLU network (which learns) they compare robustness.
+  so those two pairs compared trainability; on the SiLU network (which learns) they compare robustness. The three
+  ReLU-based factors were also re-run for longer (``--epochs 3 --factors activation SE "depth vs width"``: after 2
+  epochs the ReLU reference was still below 50% clean on seed 0), see robarch_factors.md.
 
 Training: mnist5k (4,000 digits), preset ``quick`` for ``EPOCHS`` epoch(s) (batch ``BATCH``, warm-up ``WARMUP``), Madry PGD-AT at Linf eps 0.1 (the
 study's CPU-protocol radius; ``STEPS`` steps of 2.5 eps / steps, random start), seeds ``SEEDS``. Scoring, per
@@ -27,6 +29,11 @@ Resumable: training resumes from its run folders and each scored network is kept
 rerun only does what is missing; the report is written to ``--md`` (refused if it exists, without ``--force``).
 
     OMP_NUM_THREADS=1 python benchmarks/robarch_factors.py [--out bench_out/robarch_factors] [--md benchmarks/robarch_factors.md] [--force]
+        [--epochs N] [--factors NAME [NAME ...]]
+
+``--epochs`` trains longer (the ReLU networks stay near chance after one epoch); ``--factors`` re-runs a subset. The
+epoch count is part of each run's key (``run_key``: folder under ``OUT/runs`` and entry in ``OUT/results.json``), so
+runs of different lengths share one ``--out`` without colliding.
 """
 
 from __future__ import annotations
@@ -154,9 +161,25 @@ def say(msg: str) -> None:
     print(f"[robarch_factors {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def encodings() -> list[str]:
+def select(names: list[str] | None) -> tuple[Factor, ...]:
+    """The factors named (in ``FACTORS`` order); all of them for ``None``. Unknown names raise ``ValueError``."""
+    if names is None:
+        return FACTORS
+    known = [f.name for f in FACTORS]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown factor(s) {', '.join(map(repr, unknown))}; known: {', '.join(map(repr, known))}")
+    return tuple(f for f in FACTORS if f.name in names)
+
+
+def run_key(body: str, seed: int, epochs: int) -> str:
+    """One run's key: its folder name under ``OUT/runs`` and its entry in ``results.json`` (epochs included)."""
+    return f"{body}-e{epochs}-s{seed}"
+
+
+def encodings(factors: tuple[Factor, ...] = FACTORS) -> list[str]:
     seen: dict[str, None] = {}
-    for f in FACTORS:
+    for f in factors:
         seen.setdefault(f.reference)
         seen.setdefault(f.variant)
     return list(seen)
@@ -173,17 +196,17 @@ def costs() -> dict[str, tuple[int, int]]:
     return out
 
 
-def recipe(seed: int):
+def recipe(seed: int, epochs: int = EPOCHS):
     from nasrobust.train.recipe import get_preset
 
-    return get_preset("quick").replace(epochs=EPOCHS, batch_size=BATCH, warmup_epochs=WARMUP, adversarial="pgd",
+    return get_preset("quick").replace(epochs=epochs, batch_size=BATCH, warmup_epochs=WARMUP, adversarial="pgd",
                                        adv_eps=EPS, adv_steps=STEPS, adv_alpha=ALPHA, seed=seed)
 
 
-def train(body: str, seed: int, data, out: Path):
+def train(body: str, seed: int, epochs: int, data, out: Path):
     from nasrobust.train.api import train_standalone
 
-    return train_standalone(SPACE, f"{SPACE}:{body}", data, recipe(seed), out / "runs" / f"{body}-s{seed}",
+    return train_standalone(SPACE, f"{SPACE}:{body}", data, recipe(seed, epochs), out / "runs" / run_key(body, seed, epochs),
                             progress=False)
 
 
@@ -213,12 +236,13 @@ def score(checkpoint_path: Path, data) -> dict:
             "pgd_correct": [bool(b) for b in pgd_ok]}
 
 
-def run_all(out: Path) -> dict:
+def run_all(out: Path, factors: tuple[Factor, ...] = FACTORS, epochs: int = EPOCHS,
+            seeds: tuple[int, ...] = SEEDS) -> dict:
     from nasrobust.data import load_dataset
 
     data = load_dataset("mnist5k")
     path = out / "results.json"
-    settings = {"epochs": EPOCHS, "batch": BATCH, "warmup": WARMUP, "eps": EPS, "steps": STEPS, "n_eval": N_EVAL, "minnorm": [MINNORM_STEPS,
+    settings = {"batch": BATCH, "warmup": WARMUP, "eps": EPS, "steps": STEPS, "n_eval": N_EVAL, "minnorm": [MINNORM_STEPS,
                 MINNORM_ROUNDS], "pgd_steps": PGD_STEPS}
     results = json.loads(path.read_text()) if path.exists() else {"_settings": settings}
     if results.get("_settings") != settings:
@@ -226,14 +250,14 @@ def run_all(out: Path) -> dict:
               file=sys.stderr)
         raise SystemExit(2)
     out.mkdir(parents=True, exist_ok=True)
-    for seed in SEEDS:
-        for body in encodings():
-            key = f"{body}/s{seed}"
+    for seed in seeds:
+        for body in encodings(factors):
+            key = run_key(body, seed, epochs)
             if key in results:
                 continue
-            say(f"PGD-AT {body} seed {seed} ({EPOCHS} epoch(s); resumes if done)")
+            say(f"PGD-AT {body} seed {seed} ({epochs} epoch(s); resumes if done)")
             t0 = time.perf_counter()
-            trained = train(body, seed, data, out)
+            trained = train(body, seed, epochs, data, out)
             t1 = time.perf_counter()
             say(f"  trained in {t1 - t0:.0f} s; scoring")
             entry = score(trained.checkpoint, data)
@@ -247,13 +271,14 @@ def run_all(out: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------- report
-def analyse(results: dict) -> list[dict]:
+def analyse(results: dict, factors: tuple[Factor, ...] = FACTORS, epochs: int = EPOCHS,
+            seeds: tuple[int, ...] = SEEDS) -> list[dict]:
     rows = []
-    for f in FACTORS:
+    for f in factors:
         per_seed = []
         pair_seed = zlib.crc32(f"{f.reference}|{f.variant}".encode())  # a pair's intervals do not move when factors are added
-        for seed in SEEDS:
-            ref, var = results[f"{f.reference}/s{seed}"], results[f"{f.variant}/s{seed}"]
+        for seed in seeds:
+            ref, var = results[run_key(f.reference, seed, epochs)], results[run_key(f.variant, seed, epochs)]
             diffs = np.array(var["radius"]) - np.array(ref["radius"])
             ci = paired_bootstrap(diffs, N_BOOT, seed=pair_seed + seed)
             pgd = paired_bootstrap(np.array(var["pgd_correct"], float) - np.array(ref["pgd_correct"], float), N_BOOT,
@@ -268,20 +293,34 @@ def analyse(results: dict) -> list[dict]:
     return rows
 
 
-def report(results: dict, rows: list[dict], cost: dict, times: tuple[float, float], uptimes: tuple[str, str]) -> list[str]:
-    nets = [k for k in results if k != "_settings"]
+def command(factors: tuple[Factor, ...], epochs: int, seeds: tuple[int, ...]) -> str:
+    """The command line that reproduces a report of these factors, epochs and seeds (defaults left out)."""
+    cmd = "OMP_NUM_THREADS=1 python benchmarks/robarch_factors.py --force"
+    if epochs != EPOCHS:
+        cmd += f" --epochs {epochs}"
+    if factors != FACTORS:
+        cmd += " --factors " + " ".join(f'"{f.name}"' if " " in f.name else f.name for f in factors)
+    if seeds != SEEDS:
+        cmd += " --seeds " + " ".join(map(str, seeds))
+    return cmd
+
+
+def report(results: dict, rows: list[dict], cost: dict, times: tuple[float, float], uptimes: tuple[str, str],
+           factors: tuple[Factor, ...] = FACTORS, epochs: int = EPOCHS, seeds: tuple[int, ...] = SEEDS) -> list[str]:
+    nets = [run_key(body, seed, epochs) for seed in seeds for body in encodings(factors)]
+    epoch_s = f"{epochs} epoch{'s' if epochs > 1 else ''}"
     train_min = sum(results[k]["train_seconds"] for k in nets) / 60
     score_min = sum(results[k]["score_seconds"] for k in nets) / 60
     lines = [
         "# RobArch's factors at small scale: paired PGD-AT networks under one parameter budget",
         "",
-        "Produced by `OMP_NUM_THREADS=1 python benchmarks/robarch_factors.py --force` on the shared 2-core CPU, one "
+        f"Produced by `{command(factors, epochs, seeds)}` on the shared 2-core CPU, one "
         f"thread. Load: `{uptimes[0]}` before, `{uptimes[1]}` after. {len(nets)} networks: training "
         f"{train_min:.1f} min, scoring {score_min:.1f} min (by the runs' own clocks; this invocation took "
         f"{times[0] / 60:.1f} min wall, {times[1] / 60:.1f} min CPU — a rerun only reads the results).",
         "",
         "**Scale.** RobArch compares its factors at 26M / 46M / 104M parameters on ImageNet with full PGD-AT; here the "
-        f"budget is ~1.5M parameters (robarch-small, 28-px MNIST digits), {EPOCHS} epoch of PGD-AT on 4,000 digits. "
+        f"budget is ~1.5M parameters (robarch-small, 28-px MNIST digits), {epoch_s} of PGD-AT on 4,000 digits. "
         "A verdict says what holds *at this scale*; it neither confirms nor refutes the paper at its own.",
         "",
         "## Design",
@@ -289,9 +328,9 @@ def report(results: dict, rows: list[dict], cost: dict, times: tuple[float, floa
         f"Each factor is a pair of `{SPACE}` networks that differ in that factor only; the parameter counts of a pair "
         f"are within {BUDGET_TOL:.0%} of each other (a factor that costs parameters is paid for by a narrower width, "
         f"as RobArch does). Both are trained with preset `quick` (batch {BATCH}, lr 0.05, "
-        f"{WARMUP} epoch of warm-up, cosine), {EPOCHS} epoch, Madry PGD-AT at Linf eps {EPS} "
+        f"{WARMUP} epoch of warm-up, cosine), {epoch_s}, Madry PGD-AT at Linf eps {EPS} "
         f"({STEPS} steps of {ALPHA:.4f}, random start), the same seed per pair (same initial-weight generator, same "
-        f"data order), seeds {', '.join(map(str, SEEDS))}; scored on the first {N_EVAL} test digits (class-balanced): "
+        f"data order), seeds {', '.join(map(str, seeds))}; scored on the first {N_EVAL} test digits (class-balanced): "
         f"the per-image minimum-norm Linf radius of the CPU protocol (bisection with {MINNORM_STEPS}-step PGD on the "
         f"CW margin, {MINNORM_ROUNDS} rounds; 0 for a digit misclassified clean) and PGD-{PGD_STEPS} at eps {EPS}; "
         "clean accuracy on all 1,000 test digits.",
@@ -299,7 +338,7 @@ def report(results: dict, rows: list[dict], cost: dict, times: tuple[float, floa
         "| factor | reference | variant | params ref -> variant | MACs ref -> variant | published direction (source) |",
         "|---|---|---|---|---|---|",
     ]
-    for f in FACTORS:
+    for f in factors:
         (pr, fr), (pv, fv) = cost[f.reference], cost[f.variant]
         lines.append(f"| {f.name}: {f.change} | `{f.reference}` | `{f.variant}` | {pr / 1e6:.3f}M -> {pv / 1e6:.3f}M "
                      f"({(pv - pr) / pr:+.1%}) | {fr / 1e6:.0f}M -> {fv / 1e6:.0f}M | {f.published} |")
@@ -311,8 +350,8 @@ def report(results: dict, rows: list[dict], cost: dict, times: tuple[float, floa
         "requiring agreement: **holds** if every seed's interval lies on the published side of 0, **does not hold "
         "(opposite)** if every seed's lies on the other side, **inconclusive** otherwise. The same rule on the "
         f"per-digit PGD-{PGD_STEPS} outcome (robust or not) is given as a second column. A network below "
-        f"{TRAINED:.0%} clean accuracy did not learn in its epoch; a verdict resting on such a pair is marked "
-        "*confounded*: it compares trainability under one epoch of PGD-AT, not robustness.",
+        f"{TRAINED:.0%} clean accuracy did not learn in its {epoch_s}; a verdict resting on such a pair is marked "
+        f"*confounded*: it compares trainability under {epoch_s} of PGD-AT, not robustness.",
         "",
         "## Results",
         "",
@@ -334,18 +373,19 @@ def report(results: dict, rows: list[dict], cost: dict, times: tuple[float, floa
         direction = "variant more robust" if f.sign > 0 else "variant not more robust (reference at least as robust)"
         caveat = f" — confounded: {', '.join(r['untrained'])} did not learn" if r["untrained"] else ""
         lines.append(f"| {f.name} ({f.change}) | {direction} | **{r['verdict']}**{caveat} | {r['verdict_pgd']} |")
-    lines += ["", f"**Summary verdict:** {summary(rows)}", ""]
+    lines += ["", f"**Summary verdict:** {summary(rows, epochs, len(seeds))}", ""]
     return lines
 
 
-def summary(rows: list[dict]) -> str:
+def summary(rows: list[dict], epochs: int = EPOCHS, n_seeds: int = len(SEEDS)) -> str:
     """One line: each factor's verdict on the min-norm radius (the one findings.md quotes)."""
     parts = []
     for r in rows:
         means = ", ".join(f"{s['radius'][0]:+.4f}" for s in r["seeds"])
         caveat = f"; confounded: {', '.join(r['untrained'])} did not learn" if r["untrained"] else ""
         parts.append(f"{r['factor'].name} **{r['verdict']}** (radius var - ref per seed {means}{caveat})")
-    return "; ".join(parts) + " — at ~1.5M parameters, 1 epoch of PGD-AT on mnist5k, 2 seeds."
+    return "; ".join(parts) + (f" — at ~1.5M parameters, {epochs} epoch{'s' if epochs > 1 else ''} of PGD-AT on "
+                               f"mnist5k, {n_seeds} seed{'s' if n_seeds > 1 else ''}.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -353,14 +393,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="bench_out/robarch_factors")
     ap.add_argument("--md", default=str(HERE / "robarch_factors.md"))
     ap.add_argument("--force", action="store_true", help="overwrite an existing --md")
+    ap.add_argument("--epochs", type=int, default=EPOCHS, help=f"PGD-AT epochs per network (default {EPOCHS})")
+    ap.add_argument("--factors", nargs="+", metavar="NAME", help="only these factors (default: all): "
+                    + ", ".join(repr(f.name) for f in FACTORS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="training seeds (default 0 1)")
     args = ap.parse_args(argv)
+    try:
+        factors = select(args.factors)
+    except ValueError as e:
+        ap.exit(2, f"error: {e}\n")
+    if args.epochs < 1:
+        ap.exit(2, f"error: --epochs must be at least 1, got {args.epochs}\n")
+    seeds = tuple(args.seeds)
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        ap.exit(2, f"error: --seeds must be distinct non-negative integers, got {args.seeds}\n")
     md = Path(args.md)
     sys.path.insert(0, str(HERE))
     from _report import emit, refuse_overwrite
 
     refuse_overwrite(md, force=args.force)
     cost = costs()
-    for f in FACTORS:
+    for f in factors:
         if not within_budget(cost[f.reference][0], cost[f.variant][0], BUDGET_TOL):
             raise SystemExit(f"error: factor {f.name}: {cost[f.variant][0]} params vs {cost[f.reference][0]} is "
                              f"outside the {BUDGET_TOL:.0%} budget; fix FACTORS")
@@ -369,12 +422,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     wall0, cpu0 = time.perf_counter(), os.times()
-    results = run_all(Path(args.out))
-    rows = analyse(results)
+    results = run_all(Path(args.out), factors, args.epochs, seeds)
+    rows = analyse(results, factors, args.epochs, seeds)
     cpu1 = os.times()
     times = (time.perf_counter() - wall0, (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system))
     uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    emit(report(results, rows, cost, times, (uptime_before, uptime_after)), md)
+    emit(report(results, rows, cost, times, (uptime_before, uptime_after), factors, args.epochs, seeds), md)
 
 
 if __name__ == "__main__":

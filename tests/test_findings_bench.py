@@ -68,3 +68,20 @@ def test_overfitting_row_cites_robust_overfitting_md_when_it_exists(tmp_path):
     verdict = bench.overfit_cited(md)
     assert verdict == "deeper layers are hit hardest: **does not hold** (why)."
     assert bench.overfit_row(cka_line, verdict) == f"{verdict} — see 2 (robust_overfitting.md)"
+
+
+def test_robarch_cited_quotes_every_run_under_its_heading(tmp_path):
+    bench = _bench()
+    md = tmp_path / "robarch_factors.md"
+    md.write_text("# r\n\n| factor | reference | variant |\n|---|---|---|\n| a | x | y |\n\n## Results (1 epoch)\n\n"
+                  "| factor | seed | clean |\n|---|---|---|\n| a | 0 | 0.2 |\n\n## Verdicts (1 epoch)\n\n"
+                  "| factor | published direction | radius |\n|---|---|---|\n| a | up | holds |\n\n"
+                  "## Results (2 epochs)\n\n| factor | seed | clean |\n|---|---|---|\n| a | 0 | 0.9 |\n\n"
+                  "## Verdicts (2 epochs)\n\n| factor | published direction | radius |\n|---|---|---|\n"
+                  "| a | up | inconclusive |\n\n**Summary verdict:** a **inconclusive** (2 epochs).\n")
+    verdict, body = bench.robarch_cited(md)
+    assert verdict == "a **inconclusive** (2 epochs)."
+    labels = [line for line in body if line.startswith("*")]
+    assert labels == ["*Results (1 epoch):*", "*Results (2 epochs):*", "*Verdicts (1 epoch):*", "*Verdicts (2 epochs):*"]
+    assert body[0] == "| factor | reference | variant |" and "| a | 0 | 0.9 |" in body and "| a | up | holds |" in body
+    assert bench.robarch_cited()[0]  # the committed robarch_factors.md parses

@@ -4,6 +4,7 @@ pair is inside the parameter budget and differs from its reference in that facto
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import importlib.util
 import sys
 from pathlib import Path
@@ -80,3 +81,50 @@ def test_untrained_names_the_networks_below_the_clean_accuracy_bar():
     seeds = [{"seed": 0, "clean": (0.216, 0.908)}, {"seed": 1, "clean": (0.93, 0.91)}]
     assert bench.untrained(seeds) == ["reference s0 (22% clean)"]
     assert bench.untrained([{"seed": 1, "clean": (0.93, 0.91)}]) == []
+
+
+def test_unknown_factor_name_exits_2_with_one_line_before_any_compute(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "robarch_factors.py"), "--factors", "SE", "nope",
+                        "--md", str(tmp_path / "r.md"), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: unknown factor(s) 'nope'; known: 'activation', 'SE', 'depth vs width', 'SE (SiLU)', "
+        "'depth vs width (SiLU)', 'kernel'"]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "r.md").exists()
+
+
+def test_select_keeps_the_factor_order_and_rejects_unknown_names():
+    bench = _load()
+    assert bench.select(None) == bench.FACTORS
+    assert [f.name for f in bench.select(["depth vs width", "activation"])] == ["activation", "depth vs width"]
+    with pytest.raises(ValueError, match="unknown factor"):
+        bench.select(["activation", "Activation"])
+
+
+def test_run_key_holds_the_epoch_count():
+    bench = _load()
+    body = bench.FACTORS[0].reference
+    assert bench.run_key(body, 0, 1) != bench.run_key(body, 0, 2)
+    assert bench.run_key(body, 0, 2) != bench.run_key(body, 1, 2)
+    assert bench.run_key(body, 1, 3) == f"{body}-e3-s1"
+    assert bench.recipe(0, 3).epochs == 3 and bench.recipe(0).epochs == bench.EPOCHS
+
+
+def test_report_of_a_longer_subset_run_names_its_epochs_and_command():
+    bench = _load()
+    factors = bench.select(["activation", "SE"])
+    rng = np.random.default_rng(0)
+    results = {}
+    for seed in bench.SEEDS:
+        for body in bench.encodings(factors):
+            results[bench.run_key(body, seed, 2)] = {
+                "clean_acc": 0.9, "radius": list(rng.uniform(0, 0.3, bench.N_EVAL)),
+                "pgd_correct": list(rng.uniform(size=bench.N_EVAL) < 0.8), "train_seconds": 60.0, "score_seconds": 6.0}
+    rows = bench.analyse(results, factors, 2)
+    cost = {body: (1_500_000, 60_000_000) for body in bench.encodings(factors)}
+    md = "\n".join(bench.report(results, rows, cost, (1.0, 1.0), ("u0", "u1"), factors, 2))
+    assert '--force --epochs 2 --factors activation SE`' in md
+    assert "6 networks: training 6.0 min" in md and "2 epochs of PGD-AT on 4,000 digits" in md
+    assert md.count("| activation | ") == 2 and "| kernel" not in md
+    assert md.rstrip().endswith("2 epochs of PGD-AT on mnist5k, 2 seeds.")
