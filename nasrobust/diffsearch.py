@@ -491,6 +491,21 @@ class BilevelRun:
         os.replace(tmp, self.state)
 
     # ------------------------------------------------------------------ the loop
+    def train_epoch(self) -> tuple[float, list[float], list[float]]:
+        """Search epoch ``self.epoch`` (then advanced): the weights' cosine lr, then every weight step and, after the
+        warm-up, alpha step. Returns that lr and the steps' losses and regulariser values."""
+        lr = cosine_lr(self.epoch, self.s.budget, self.o.w_lr, self.o.w_lr_min)
+        for group in self.w_opt.param_groups:
+            group["lr"] = lr
+        update_alpha = self.epoch >= self.o.warmup_epochs
+        losses, regs = [], []
+        for xw, yw, xa, ya in self.batches(self.epoch):
+            loss, r = self.step(xw, yw, xa, ya, lr, update_alpha)
+            losses.append(loss)
+            regs.append(r)
+        self.epoch += 1
+        return lr, losses, regs
+
     def run(self) -> DiffSearchResult:
         self._load()
         progress = _Progress(replaying=False)
@@ -502,16 +517,7 @@ class BilevelRun:
         final: Evaluation | None = None
         while self.epoch < self.s.budget:
             t0 = time.perf_counter()
-            lr = cosine_lr(self.epoch, self.s.budget, self.o.w_lr, self.o.w_lr_min)
-            for group in self.w_opt.param_groups:
-                group["lr"] = lr
-            update_alpha = self.epoch >= self.o.warmup_epochs
-            losses, regs = [], []
-            for xw, yw, xa, ya in self.batches(self.epoch):
-                loss, r = self.step(xw, yw, xa, ya, lr, update_alpha)
-                losses.append(loss)
-                regs.append(r)
-            self.epoch += 1
+            lr, losses, regs = self.train_epoch()
             last = self.epoch == self.s.budget
             seconds = time.perf_counter() - t0
             ev = self.evaluation(len(self.trajectory), seconds, final=last)

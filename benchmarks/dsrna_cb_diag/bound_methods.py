@@ -2,17 +2,14 @@
 nb201 soft supernet by ibp, crown-zono and crown at eps 1e-4, 1e-3, 3e-3 (64 images; crown-zono took 263 s)."""
 import sys, time, torch
 from nasrobust.search import create_searcher
-from nasrobust.diffsearch import BilevelRun, cosine_lr
+from nasrobust.diffsearch import BilevelRun
 from nasrobust.bounds import BoundGraph
 torch.set_num_threads(1)
 s = create_searcher("dsrna-cb", "nb201", None, budget=20, seed=0, channels=8, cells_per_stage=1, n_train=1000,
                     batch_size=64, warmup_epochs=16, a_lr=3e-3, n_score=250, recalib_images=250, cb_eps=0.01)
 run = BilevelRun(s, None, None)
-for ep in range(16):
-    lr = cosine_lr(ep, 20, run.o.w_lr, run.o.w_lr_min)
-    for g in run.w_opt.param_groups: g["lr"] = lr
-    for xw, yw, xa, ya in run.batches(ep):
-        run.step(xw, yw, xa, ya, lr, False)
+for ep in range(16):  # the weights-only warm-up epochs
+    run.train_epoch()
 x, y = run._score_data(); x, y = x[:64], y[:64]
 run.model.eval()
 print("alphas softmax:", [a.detach().softmax(-1).numpy().round(2).tolist() for a in run.alphas][:1])

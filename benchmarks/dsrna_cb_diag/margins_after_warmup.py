@@ -2,7 +2,7 @@
 share of positive CROWN-IBP worst-margin lower bounds at each eps.  Usage: N_TRAIN W TOTAL_EPOCHS EPS,EPS,... METHOD"""
 import sys, time, torch, numpy as np
 from nasrobust.search import create_searcher
-from nasrobust.diffsearch import BilevelRun, cosine_lr
+from nasrobust.diffsearch import BilevelRun
 from nasrobust.bounds import BoundGraph
 torch.set_num_threads(1)
 n_train, W, total = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -11,19 +11,14 @@ s = create_searcher("dsrna-cb", "nb201", None, budget=total, seed=0, channels=8,
                     batch_size=64, warmup_epochs=W, a_lr=3e-3, n_score=250, recalib_images=250, cb_eps=0.01)
 run = BilevelRun(s, None, None)
 t0 = time.time()
-for ep in range(W):
-    lr = cosine_lr(ep, total, run.o.w_lr, run.o.w_lr_min)
-    for g in run.w_opt.param_groups: g["lr"] = lr
-    for xw, yw, xa, ya in run.batches(ep):
-        run.step(xw, yw, xa, ya, lr, False)
-    run.epoch += 1
+for ep in range(W):  # the weights-only warm-up epochs
+    run.train_epoch()
     if (ep + 1) % max(1, W // 4) == 0 or ep == W - 1:
         x, y = run._score_data()
         acc = run.accuracy(run.model, x, y)
         line = f"ep {ep+1} t {time.time()-t0:.0f}s val acc {acc:.3f}"
         run.model.eval()
         for eps in EPS:
-            pass
             with torch.no_grad():
                 g = BoundGraph(run.model, x[:64])
                 m = g.margin_lower(x[:64], y[:64], eps, "linf", METHOD).min(1).values
