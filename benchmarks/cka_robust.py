@@ -64,6 +64,11 @@ def best_epoch(pgd: list[float]) -> int:
     return max(range(len(pgd)), key=lambda i: (pgd[i], -i)) + 1
 
 
+def points(gap: tuple[float, float, float]) -> str:
+    """A :func:`gap_interval` in percentage points, e.g. '+0.4 [+0.0, +1.0] points'."""
+    return f"{gap[0] * 100:+.1f} [{gap[1] * 100:+.1f}, {gap[2] * 100:+.1f}] points"
+
+
 def gap_interval(best, last, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """Accuracy of ``best`` minus ``last`` (per-image 0/1 on the same images) with a 95% bootstrap interval over images."""
     import numpy as np
@@ -225,7 +230,7 @@ def report(pair, per_epoch, best, gaps, cka, seconds, load) -> list[str]:
         rows = per_epoch[("pgd-at", seed)]
         g = gaps[seed]
         lines.append(f"| {seed} | {best[seed]} | {rows[best[seed] - 1]['pgd']:.1%} | {rows[-1]['pgd']:.1%} | "
-                     f"{g[0] * 100:+.1f} [{g[1] * 100:+.1f}, {g[2] * 100:+.1f}] points |")
+                     f"{points(g)} |")
     pairs = [(f"{name} epoch {best[s]} vs {EPOCHS}, seed {s}", ("overfit", name, s))
              for s in SEEDS for name in ("pgd-at", "standard") if ("overfit", name, s) in cka]
     if pairs:
@@ -278,7 +283,7 @@ def verdicts(per_epoch, best, gaps, cka) -> list[str]:
         found = [cka[k]["depth_trend"]["spearman"]["value"] for k in cka if k[:2] == ("overfit", name)]
         return " and ".join(f"{v:.2f}" for v in found) or "not measured"
 
-    gap_text = ", ".join(f"seed {s}: {g[0] * 100:+.1f} [{g[1] * 100:+.1f}, {g[2] * 100:+.1f}] points" for s, g in gaps.items())
+    gap_text = ", ".join(f"seed {s}: {points(g)}" for s, g in gaps.items())
     if not overfit:
         lines.append("- Deeper layers are hit hardest by robust overfitting: **cannot be tested here**: no seed shows "
                      f"robust overfitting (best-minus-last PGD accuracy {gap_text}), so there is no overfitting whose "

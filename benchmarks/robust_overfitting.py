@@ -48,7 +48,8 @@ from pathlib import Path
 
 from nasrobust.train.recipe import SCHEDULES
 
-from cka_robust import ARCH, EPS, EVAL_IMAGES, EVAL_STEPS, STEPS, _ci, best_epoch, gap_interval, pgd_correct, run_cka
+from cka_robust import (ARCH, EPS, EVAL_IMAGES, EVAL_STEPS, STEPS, _ci, best_epoch, gap_interval, pgd_correct, points,
+                        run_cka)
 
 TRAIN_SIZE, EPOCHS, SEEDS = 500, 40, (0, 1)
 
@@ -255,7 +256,7 @@ def report(args, pair, per_epoch, best, gaps, train_pgd, cka, seconds, load) -> 
     for s in seeds:
         rows, g, std = per_epoch[("pgd-at", s)], gaps[s], per_epoch[("standard", s)][-1]
         lines.append(f"| {s} | {best[s]} | {rows[best[s] - 1]['pgd']:.1%} | {rows[-1]['pgd']:.1%} | "
-                     f"{g[0] * 100:+.1f} [{g[1] * 100:+.1f}, {g[2] * 100:+.1f}] points | {train_pgd[(s, best[s])]:.1%} | "
+                     f"{points(g)} | {train_pgd[(s, best[s])]:.1%} | "
                      f"{train_pgd[(s, epochs)]:.1%} | {std['clean']:.1%} / {std['pgd']:.1%} |")
     overfit = {s: gaps[s][1] > 0 for s in seeds}
     holds = {}
@@ -289,8 +290,7 @@ def report(args, pair, per_epoch, best, gaps, train_pgd, cka, seconds, load) -> 
         lines.append("Probe run (`--no-cka`): no CKA and no verdict.")
         return lines
     verdict = summary(overfit, {s: holds.get(s, False) for s in seeds})
-    gap_text = ", ".join(f"seed {s}: {g[0] * 100:+.1f} [{g[1] * 100:+.1f}, {g[2] * 100:+.1f}] points"
-                         for s, g in gaps.items())
+    gap_text = ", ".join(f"seed {s}: {points(g)}" for s, g in gaps.items())
     why = {"cannot be tested here": f"no seed shows robust overfitting (best-minus-last PGD gap {gap_text})",
            "holds": f"robust overfitting in every seed ({gap_text}), and in each the best-to-last change grows with "
                     "depth more than in the standard control",

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from nasrobust.data import load_dataset, stack
 from nasrobust.search import create_searcher
 from nasrobust.space import decode, get_space
+from nasrobust.spaces.nb201 import OP_NAMES
 
 log = logging.getLogger("robust_search_nb201")
 
@@ -104,7 +105,7 @@ def search_diff(method: str, seed: int, out: Path, settings: dict, a_lr: float =
     r = s.run(state)
     found = {"encoding": r.best.encoding, "values": list(r.best.values), "search_seconds": time.perf_counter() - t0,
              "trajectory": [list(e.values) for e in r.trajectory], "a_lr": a_lr}
-    found["alpha_ranking"] = alpha_ranking(state, sys.modules[type(get_space("nb201")).__module__].OP_NAMES)
+    found["alpha_ranking"] = alpha_ranking(state, OP_NAMES)
     found["alpha_movement"] = alpha_movement(found["alpha_ranking"])
     return found
 
